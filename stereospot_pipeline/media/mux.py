@@ -1,0 +1,79 @@
+"""Join encoded segments into one file and add the source's audio once (no gaps at seams)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from stereospot_pipeline.media.probe import VideoInfo
+
+# Audio codecs MP4 carries as-is; anything else is re-encoded to AAC.
+_MP4_AUDIO = {"aac", "mp3", "mp3float", "ac3", "eac3", "alac", "flac", "opus"}
+
+
+def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Path,
+                   audio_bitrate: int = 192_000) -> None:
+    """Write ``out`` (MP4) from the segments' video packets plus every audio track of ``source``.
+
+    Segments carry the source timeline (``-copyts`` split), so packets are copied with their own
+    timestamps shifted by the source's start: audio and video stay in sync however the source
+    started, and variable frame rate survives.
+    """
+    zero = Fraction(info.start_time_s).limit_denominator(1_000_000)
+    with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+        with av.open(str(segments[0])) as first:
+            vout = dst.add_stream_from_template(first.streams.video[0])
+        with av.open(str(source), metadata_errors="ignore") as src:
+            plans = []
+            for a in src.streams.audio:
+                if a.codec_context.name in _MP4_AUDIO:
+                    plans.append((a, dst.add_stream_from_template(a), None))
+                else:
+                    enc = dst.add_stream("aac", rate=a.codec_context.sample_rate or 48000)
+                    enc.layout = a.codec_context.layout
+                    enc.bit_rate = audio_bitrate
+                    plans.append((a, enc, av.AudioResampler(format="fltp", layout=a.codec_context.layout,
+                                                            rate=enc.rate)))
+            for seg in segments:
+                with av.open(str(seg)) as s:
+                    vin = s.streams.video[0]
+                    shift = round(zero / vin.time_base)
+                    for pkt in s.demux(vin):
+                        if pkt.size == 0:
+                            continue
+                        _shift(pkt, shift)
+                        pkt.stream = vout
+                        dst.mux(pkt)
+            if plans:
+                _copy_audio(src, plans, zero, dst)
+
+
+def _shift(pkt: av.Packet, ticks: int) -> None:
+    if pkt.pts is not None:
+        pkt.pts -= ticks
+    if pkt.dts is not None:
+        pkt.dts -= ticks
+
+
+def _copy_audio(src, plans, zero: Fraction, dst) -> None:
+    by_index = {a.index: (a, out, resampler) for a, out, resampler in plans}
+    for pkt in src.demux([a for a, _, _ in plans]):
+        a, out, resampler = by_index[pkt.stream.index]
+        if resampler is None:
+            if pkt.size == 0 or pkt.dts is None:
+                continue
+            _shift(pkt, round(zero / a.time_base))
+            pkt.stream = out
+            dst.mux(pkt)
+            continue
+        for frame in pkt.decode():
+            frame.pts = None  # the encoder numbers samples contiguously from zero
+            for rframe in resampler.resample(frame):
+                dst.mux(out.encode(rframe))
+    for a, out, resampler in plans:
+        if resampler is not None:
+            for rframe in resampler.resample(None):
+                dst.mux(out.encode(rframe))
+            dst.mux(out.encode(None))

@@ -1,0 +1,151 @@
+"""Probe a video with PyAV: stream facts plus an exact frame/keyframe index from a packet scan."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from pydantic import BaseModel
+
+from stereospot_pipeline.errors import InvalidVideoError
+
+# Leading pictures of an open GOP are coded after their keyframe but shown before it; a cut at such
+# a keyframe would lose them. This many packets after a keyframe are enough to see any of them.
+_LEADING_PICTURE_WINDOW = 16
+
+
+class AudioInfo(BaseModel):
+    index: int
+    codec: str
+    channels: int
+    layout: str
+    sample_rate: int
+    duration_s: float | None
+
+
+class KeyFrame(BaseModel):
+    """A keyframe where the stream can be cut losslessly: no frame after it refers back."""
+
+    frame: int  # presentation index
+    time: str  # exact seconds as a fraction "n/d" (float rounding would misplace cuts)
+    cut_time: float  # midway to the previous frame: an unambiguous ffmpeg -segment_times value
+
+
+class VideoInfo(BaseModel):
+    path: str
+    container: str
+    size_bytes: int
+    codec: str
+    width: int
+    height: int
+    pix_fmt: str | None
+    fps: float
+    frames: int
+    duration_s: float
+    start_time_s: float
+    rotation: int
+    audio: list[AudioInfo]
+    keyframes: list[KeyFrame]
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.audio)
+
+
+def _fail(path: Path, problem: str, hint: str = "check that the file is a complete video") -> InvalidVideoError:
+    return InvalidVideoError(str(path), problem, hint)
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Open, validate and index ``path``. Raises ``InvalidVideoError`` naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "file does not exist", "check the path")
+    size = path.stat().st_size
+    if size == 0:
+        raise _fail(path, "file is empty (0 bytes)", "the upload or copy may have failed; provide the file again")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise _fail(path, f"not a readable video ({exc.strerror or exc})",
+                    "the file may be truncated or not a video; re-export or re-download it") from exc
+    with container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise _fail(path, f"has no video stream (found: {', '.join(kinds)})", "provide a file with a video track")
+        vstream = container.streams.video[0]
+        ctx = vstream.codec_context
+        if not ctx.width or not ctx.height:
+            raise _fail(path, "video stream has no frame size", "the stream is damaged; re-export the file")
+        tb = vstream.time_base
+        times: list[Fraction] = []
+        decode_order: list[tuple[Fraction, bool]] = []
+        try:
+            for packet in container.demux(vstream):
+                if packet.size == 0:
+                    continue
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is None:
+                    continue
+                t = Fraction(ts) * tb
+                times.append(t)
+                decode_order.append((t, bool(packet.is_keyframe)))
+        except av.error.FFmpegError as exc:
+            raise _fail(path, f"stream is corrupt or truncated after {len(times)} frames ({exc.strerror or exc})",
+                        "the file is damaged; re-download or re-export it") from exc
+        if not times:
+            raise _fail(path, "contains no video frames", "provide a file with at least one frame")
+        audio = [
+            AudioInfo(
+                index=a.index, codec=a.codec_context.name, channels=a.codec_context.channels,
+                layout=a.codec_context.layout.name, sample_rate=a.codec_context.sample_rate or 0,
+                duration_s=float(a.duration * a.time_base) if a.duration and a.time_base else None,
+            )
+            for a in container.streams.audio
+        ]
+        declared = container.duration / av.time_base if container.duration else None
+        rotation = _rotation(vstream)
+        container_name = container.format.name
+        start_time = container.start_time / av.time_base if container.start_time is not None else float(min(times))
+
+    ordered = sorted(times)
+    frame_dur = _typical_frame_duration(ordered)
+    duration = float(ordered[-1] - ordered[0] + frame_dur)
+    if declared and len(ordered) > 1 and duration < 0.8 * declared - 1.0:
+        raise _fail(path, f"video ends at {duration:.2f}s but the file declares {declared:.2f}s (truncated)",
+                    "the file is incomplete; re-download or re-copy it")
+    rank = {t: i for i, t in enumerate(ordered)}
+    keyframes = []
+    for i, (t, is_key) in enumerate(decode_order):
+        if not is_key:
+            continue
+        following = decode_order[i + 1 : i + 1 + _LEADING_PICTURE_WINDOW]
+        if any(ft < t for ft, _ in following):
+            continue
+        r = rank[t]
+        prev = ordered[r - 1] if r else t - frame_dur
+        keyframes.append(KeyFrame(frame=r, time=str(t), cut_time=float((prev + t) / 2)))
+    return VideoInfo(
+        path=str(path), container=container_name, size_bytes=size, codec=ctx.name,
+        width=ctx.width, height=ctx.height, pix_fmt=ctx.format.name if ctx.format else None,
+        fps=len(ordered) / duration if duration > 0 else float(vstream.average_rate or 0),
+        frames=len(ordered), duration_s=duration, start_time_s=start_time, rotation=rotation,
+        audio=audio, keyframes=keyframes,
+    )
+
+
+def _typical_frame_duration(ordered: list[Fraction]) -> Fraction:
+    if len(ordered) < 2:
+        return Fraction(1, 30)
+    gaps = sorted(b - a for a, b in zip(ordered, ordered[1:]))
+    return gaps[len(gaps) // 2]
+
+
+def _rotation(stream) -> int:
+    rotate = stream.metadata.get("rotate") if stream.metadata else None
+    try:
+        return int(rotate) % 360 if rotate else 0
+    except ValueError:
+        return 0
