@@ -21,8 +21,15 @@ from stereospot_pipeline.stereo.layout import output_size
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 
 _DONE = object()
-# x264 writes a frame-packing SEI so 3D TVs and players switch to side-by-side on their own.
-_X264_PARAMS = {Layout.HALF_SBS: "frame-packing=3", Layout.FULL_SBS: "frame-packing=3"}
+# x264 writes a frame-packing SEI so 3D TVs and players switch to the packing on their own
+# (3 = side by side, 4 = top-bottom). Cross-eyed (right|left) must not claim 3: players would
+# show each eye to the wrong side.
+_X264_PARAMS = {
+    Layout.HALF_SBS: "frame-packing=3",
+    Layout.FULL_SBS: "frame-packing=3",
+    Layout.HALF_TB: "frame-packing=4",
+    Layout.FULL_TB: "frame-packing=4",
+}
 
 
 class RenderResult(BaseModel):
@@ -37,102 +44,120 @@ class RenderResult(BaseModel):
     max_shift_px: float
 
 
-class _Worker(threading.Thread):
-    """A thread whose exception is re-raised in the caller by ``join_checked``."""
+class _Stopped(Exception):
+    """Another stage failed; this one winds down quietly (the failure is re-raised by the caller)."""
 
-    def __init__(self, target: Callable[[], None], name: str):
+
+class _Worker(threading.Thread):
+    """A pipeline stage; on failure it records the error and stops the whole pipeline."""
+
+    def __init__(self, target: Callable[[], None], name: str, stop: threading.Event):
         super().__init__(target=self._run, name=name, daemon=True)
-        self._fn, self.error = target, None
+        self._fn, self._stop_event, self.error = target, stop, None
 
     def _run(self) -> None:
         try:
             self._fn()
-        except BaseException as exc:  # noqa: BLE001 - surfaced in join_checked
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller after join
             self.error = exc
-
-    def join_checked(self) -> None:
-        self.join()
-        if self.error is not None:
-            raise self.error
+            self._stop_event.set()
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    while not stop.is_set():
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stopped
         try:
             q.put(item, timeout=0.2)
-            return True
+            return
         except queue.Full:
             continue
-    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    while True:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            return q.get(timeout=0.2)
+        except queue.Empty:
+            continue
 
 
 def render_segment(chunk: Path, out: Path, params: StereoParams, *, expected_frames: int | None = None,
                    converter: StereoConverter | None = None,
                    on_progress: Callable[[int], None] | None = None) -> RenderResult:
-    """Convert every frame of ``chunk`` into ``out`` (MP4, H.264) in ``params.layout``."""
+    """Convert every frame of ``chunk`` into ``out`` (MP4, H.264) in ``params.layout``.
+
+    Decode, stereo compute and encode run in three threads joined by small bounded queues, so
+    the CPU-bound encoder overlaps with compute and memory does not grow with the segment.
+    """
     converter = converter or StereoConverter(params)
+    stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=2)
     packed: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-    writer_box: dict = {}
     started = time.perf_counter()
 
     def decode() -> None:
-        batch, stamps, tb = [], [], None
+        batch, stamps = [], []
         for rgb, pts, tb in iter_frames(chunk):
             batch.append(rgb)
             stamps.append(pts)
             if len(batch) == params.batch_size:
-                if not _put(batches, (np.stack(batch), stamps, tb), stop):
-                    return
+                _put(batches, (np.stack(batch), stamps, tb), stop)
                 batch, stamps = [], []
         if batch:
             _put(batches, (np.stack(batch), stamps, tb), stop)
         _put(batches, _DONE, stop)
 
     def encode() -> None:
-        while True:
-            item = packed.get()
-            if item is _DONE:
-                break
+        writer = None
+        while (item := _get(packed, stop)) is not _DONE:
             frames, stamps, tb = item
-            if "w" not in writer_box:
+            if writer is None:
                 h, w = frames.shape[1:3]
-                writer_box["w"] = VideoWriter(out, w, h, tb, crf=params.crf, preset=params.preset,
-                                              x264_params=_X264_PARAMS.get(params.layout))
+                writer = VideoWriter(out, w, h, tb, crf=params.crf, preset=params.preset,
+                                     x264_params=_X264_PARAMS.get(params.layout))
             for rgb, pts in zip(frames, stamps):
-                writer_box["w"].write(rgb, pts)
-        if "w" in writer_box:
-            writer_box["w"].close()
+                writer.write(rgb, pts)
+        if writer is not None:
+            writer.close()
 
-    decoder, encoder = _Worker(decode, "decode"), _Worker(encode, "encode")
+    decoder, encoder = _Worker(decode, "decode", stop), _Worker(encode, "encode", stop)
     decoder.start()
     encoder.start()
-    done = 0
-    size = (0, 0)
+    done, size, tb = 0, (0, 0), None
+
+    def emit(result: np.ndarray, stamps: list) -> None:
+        nonlocal done, size
+        if not len(stamps):
+            return
+        result = pad_even(result)
+        size = (result.shape[2], result.shape[1])
+        _put(packed, (result, stamps, tb), stop)
+        done += len(stamps)
+        if on_progress:
+            on_progress(done)
+
     try:
-        while True:
-            item = batches.get()
-            if item is _DONE:
-                break
+        while (item := _get(batches, stop)) is not _DONE:
             frames, stamps, tb = item
-            result = pad_even(converter(frames))
-            size = (result.shape[2], result.shape[1])
-            if not _put(packed, (result, stamps, tb), stop) or encoder.error:
-                break
-            done += len(stamps)
-            if on_progress:
-                on_progress(done)
+            emit(*converter.push(frames, stamps))
+        emit(*converter.flush())
+        _put(packed, _DONE, stop)
+    except _Stopped:
+        pass  # a worker failed; its error is raised below
     except BaseException:
         stop.set()
         raise
     finally:
-        if not stop.is_set():
-            _put(packed, _DONE, stop)
-        else:
-            stop.set()
-        decoder.join_checked()
-        encoder.join_checked()
+        decoder.join()
+        encoder.join()
+    for worker in (decoder, encoder):
+        if worker.error is not None:
+            raise worker.error
     if done == 0:
         raise InvalidVideoError(str(chunk), "no frame of this segment could be decoded",
                                 "the stream is damaged; re-export the source")

@@ -107,6 +107,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         ]
         declared = container.duration / av.time_base if container.duration else None
         rotation = _rotation(vstream)
+        average_rate = vstream.average_rate
         container_name = container.format.name
         start_time = container.start_time / av.time_base if container.start_time is not None else float(min(times))
 
@@ -130,7 +131,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(
         path=str(path), container=container_name, size_bytes=size, codec=ctx.name,
         width=ctx.width, height=ctx.height, pix_fmt=ctx.format.name if ctx.format else None,
-        fps=len(ordered) / duration if duration > 0 else float(vstream.average_rate or 0),
+        # The container's average rate is exact for constant-rate video (29.97 = 30000/1001);
+        # counting frames over the span is the fallback for streams that declare none.
+        fps=float(average_rate) if average_rate else len(ordered) / duration,
         frames=len(ordered), duration_s=duration, start_time_s=start_time, rotation=rotation,
         audio=audio, keyframes=keyframes,
     )

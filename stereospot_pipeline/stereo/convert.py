@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from stereospot_pipeline.stereo.depth import DepthEstimator, load_estimator
-from stereospot_pipeline.stereo.layout import compose
-from stereospot_pipeline.stereo.normalize import minmax_per_frame
-from stereospot_pipeline.stereo.params import StereoParams
-from stereospot_pipeline.stereo.warp import synthesize_views
+from stereospot_pipeline.stereo.depth_post import postprocess_depth, with_flip_tta
+from stereospot_pipeline.stereo.layout import compose, output_size
+from stereospot_pipeline.stereo.normalize import (
+    DepthRange,
+    EmaNormalizer,
+    FixedNormalizer,
+    Normalizer,
+    Ready,
+    SceneCutDetector,
+    robust_range,
+)
+from stereospot_pipeline.stereo.params import Layout, StereoParams
+from stereospot_pipeline.stereo.warp import eye_shift, synthesize_views
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -21,13 +33,18 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def _to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float [B,3,H,W] in 0..1."""
+    return pixels.permute(0, 3, 1, 2).float().div_(255.0)
+
+
 @dataclass
 class DepthStats:
     """Running summary of the normalised depth actually used (for metadata and comfort checks)."""
 
     frames: int = 0
     mean_sum: float = 0.0
-    max_abs_shift_px: float = 0.0
+    max_abs_shift_px: float = 0.0  # per eye, i.e. half the largest disparity
     extra: dict = field(default_factory=dict)
 
     @property
@@ -36,29 +53,98 @@ class DepthStats:
 
 
 class StereoConverter:
-    """Stateful per segment (temporal smoothing needs the previous frames)."""
+    """Stateful over one stream of frames (a segment): temporal smoothing and cut detection.
+
+    Streaming use: ``push(frames, payloads)`` returns the frames whose depth is final, which lag
+    the input by up to ``params.ema_lookahead`` frames, each with its payload (e.g. timestamps);
+    ``flush()`` returns the rest at the end. ``converter(frames)`` is push + flush in one call:
+    every frame comes back at once, but look-ahead then sees only frames already given.
+
+    With ``depth_range`` (from ``video_depth_range`` over the whole video) every frame is
+    normalised with that one range: no lag, and independent segments join without depth jumps.
+    """
 
     def __init__(self, params: StereoParams, device: torch.device | None = None,
-                 estimator: DepthEstimator | None = None):
+                 estimator: DepthEstimator | None = None, depth_range: DepthRange | None = None):
         self.params = params
         self.device = device or pick_device()
-        self.estimator = estimator or load_estimator(params.depth_model, self.device, params.depth_short_side)
-        self.stats = DepthStats()
+        estimator = estimator or load_estimator(params.depth_model, self.device, params.depth_short_side)
+        self.estimator = with_flip_tta(estimator, params.flip_tta)
+        self.normalizer: Normalizer = (FixedNormalizer(depth_range) if depth_range is not None
+                                       else EmaNormalizer(params.ema_decay, params.ema_lookahead))
+        self.stats = DepthStats(extra={"scene_cuts": 0})
+        self._cuts = SceneCutDetector()
+        self._packed_shape = (0, 0, 3)
 
     @torch.inference_mode()
+    def push(self, frames: np.ndarray, payloads: Sequence[Any] | None = None) -> tuple[np.ndarray, list]:
+        """uint8 [B,H,W,3] RGB (+ B payloads) -> (uint8 [N,H',W',3] packed in ``params.layout``,
+        their N payloads), oldest first; N may be 0 while the look-ahead fills."""
+        pixels = torch.tensor(frames, device=self.device)  # a copy: held until the frame is emitted
+        x = _to_float(pixels)
+        cuts = self._cuts(x)
+        self.stats.extra["scene_cuts"] += sum(cuts)
+        w, h = output_size(frames.shape[2], frames.shape[1], self.params.layout)
+        self._packed_shape = (h, w, 3)
+        payloads = [None] * len(frames) if payloads is None else list(payloads)
+        return self._render(self.normalizer.push(self.estimator(x), list(zip(pixels, payloads)), cuts))
+
+    @torch.inference_mode()
+    def flush(self) -> tuple[np.ndarray, list]:
+        """The frames still held for look-ahead, as ``push`` returns them."""
+        return self._render(self.normalizer.flush())
+
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """uint8 [B,H,W,3] RGB -> uint8 [B,H',W',3] packed in ``params.layout``."""
-        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        head, _ = self.push(frames)
+        tail, _ = self.flush()
+        return np.concatenate([head, tail])
+
+    def _render(self, ready: Ready) -> tuple[np.ndarray, list]:
+        packed, payloads = [], []
+        step = self.params.batch_size
+        for start in range(0, len(ready), step):
+            chunk = ready[start:start + step]
+            depth = torch.stack([d for d, _ in chunk])
+            pixels = torch.stack([p for _, (p, _) in chunk])
+            packed.append(self._pack(_to_float(pixels), depth))
+            payloads.extend(payload for _, (_, payload) in chunk)
+        if not packed:
+            return np.zeros((0, *self._packed_shape), np.uint8), []
+        return np.concatenate(packed), payloads
+
+    def _pack(self, x: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
+        """x [B,3,H,W] 0..1, depth [B,1,h,w] 0..1 -> uint8 [B,H',W',3]."""
         h, w = x.shape[-2:]
-        nearness = self.estimator(x)
-        depth = minmax_per_frame(nearness)
-        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
         p = self.params
-        left, right = synthesize_views(x, depth, p.divergence, p.convergence, p.method)
-        packed = compose(left, right, p.layout)
+        depth = postprocess_depth(depth, p.edge_dilation, p.foreground_scale)
+        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
+        # The depth debug layout shows the source frame, so it needs no warp.
+        left, right = (x, x) if p.layout is Layout.DEPTH else synthesize_views(x, depth, p)
+        packed = compose(left, right, p.layout, depth)
         self.stats.frames += x.shape[0]
         self.stats.mean_sum += float(depth.mean(dim=(1, 2, 3)).sum())
-        extreme = max(abs(float(depth.amax()) - p.convergence), abs(float(depth.amin()) - p.convergence))
-        shift = p.divergence / 100.0 * extreme * max(h, w) / 2.0
+        shift = float(eye_shift(depth, p).abs().amax())
         self.stats.max_abs_shift_px = max(self.stats.max_abs_shift_px, shift)
         return packed.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,
+                      device: torch.device | None = None, batch_size: int = 8,
+                      lo_pct: float = 2.0, hi_pct: float = 98.0) -> DepthRange:
+    """The nearness range of a whole video, for ``StereoConverter(depth_range=...)``.
+
+    frames: uint8 [H,W,3] frames sampled across the video (e.g. one per second), decoded at about
+    the estimator's working resolution; the estimator must be the one the segments will use
+    (``StereoConverter.estimator``: flip TTA included).
+    """
+    device = device or pick_device()
+
+    def nearness() -> Iterator[torch.Tensor]:
+        it = iter(frames)
+        while chunk := list(islice(it, batch_size)):
+            with torch.inference_mode():
+                batch = estimator(_to_float(torch.from_numpy(np.stack(chunk)).to(device)))
+            yield batch
+
+    return robust_range(nearness(), lo_pct, hi_pct)

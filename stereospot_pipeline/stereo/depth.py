@@ -33,12 +33,20 @@ def resize_short_side(frames: torch.Tensor, short_side: int, multiple: int = 1) 
 
 
 def box_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window with edge replication. [B,C,H,W] -> same."""
+    """Mean over a (2r+1)^2 window with edge replication. [B,C,H,W] -> same.
+
+    Running sums (cumsum) make the cost independent of the radius; a direct 2-D average pool
+    costs (2r+1)^2 per pixel and dominated the estimator's time. float32 sums lose about 1e-7 x
+    the row length in precision: negligible at depth resolution (a few hundred pixels).
+    """
     if radius <= 0:
         return x
     k = 2 * radius + 1
     x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    return F.avg_pool2d(x, k, stride=1)
+    x = F.pad(x.cumsum(-1), (1, 0))
+    x = x[..., k:] - x[..., :-k]
+    x = F.pad(x.cumsum(-2), (0, 0, 1, 0))
+    return (x[..., k:, :] - x[..., :-k, :]) / (k * k)
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
@@ -53,48 +61,132 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     return box_blur(a, radius) * guide + box_blur(b, radius)
 
 
-def _minmax(x: torch.Tensor) -> torch.Tensor:
-    lo = x.amin(dim=(-2, -1), keepdim=True)
-    hi = x.amax(dim=(-2, -1), keepdim=True)
-    return (x - lo) / (hi - lo).clamp_min(1e-6)
+def _unit_mean(x: torch.Tensor) -> torch.Tensor:
+    """Scale each frame of [B,1,H,W] to mean 1, so cues of different units can be multiplied."""
+    return x / x.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] RGB -> [B,1,H,W] Rec.601 luma."""
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).contiguous()
+
+
+def _opponent(x: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] RGB -> [B,3,H,W] (luma/2, red-green, yellow-blue).
+
+    Luma is halved so shading (one surface, lit unevenly) counts less than a change of colour.
+    """
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return torch.cat([0.5 * _luma(x), r - g, 0.5 * (r + g) - b], dim=1)
+
+
+def _zscore(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True)
+    return (x - mean) / std.clamp_min(1e-6)
+
+
+def gradient_energy(luma: torch.Tensor) -> torch.Tensor:
+    """|d/dx| + |d/dy| of [B,1,H,W] -> [B,1,H,W]."""
+    gx = (luma[..., :, 1:] - luma[..., :, :-1]).abs()
+    gy = (luma[..., 1:, :] - luma[..., :-1, :]).abs()
+    return F.pad(gx, (0, 1, 0, 0)) + F.pad(gy, (0, 0, 0, 1))
+
+
+def border_distinctness(x: torch.Tensor, samples: int = 256) -> torch.Tensor:
+    """How unlike the frame's top, left and right borders each pixel's colour is.
+    [B,3,h,w] (small) -> [B,1,h,w].
+
+    Borders mostly show background (salient-object detection's "boundary prior"); the bottom border
+    is left out because the ground under the camera usually reaches it. Distance to the nearest
+    border sample rather than to their mean, so a background of several colours is modelled.
+    """
+    b, _, h, w = x.shape
+    k = max(1, h // 12)
+    opp = _opponent(x)
+    border = torch.cat([opp[..., :k, :].flatten(2), opp[..., k:, :k].flatten(2), opp[..., k:, -k:].flatten(2)], 2)
+    step = max(1, border.shape[-1] // samples)
+    border = border[..., ::step].transpose(1, 2)  # [B,M,3]
+    pixels = opp.flatten(2).transpose(1, 2)  # [B,N,3]
+    return torch.cdist(pixels, border).amin(dim=-1).view(b, 1, h, w)
 
 
 class HeuristicDepth:
-    """Weight-free monocular depth from image cues that hold on most natural footage.
+    """Weight-free monocular depth from cues that hold on most natural footage.
 
-    Cues: ground-plane perspective (lower in the frame is nearer), focus (sharp, high-contrast
-    regions are usually the subject in front of a softer background), all smoothed with a guided
-    filter so depth edges follow object edges.
+    nearness = perspective + 0.5 * objectness, both as z-scores, then a guided filter so depth edges
+    follow image edges:
+
+    - perspective: on a ground plane, disparity grows linearly towards the bottom of the frame.
+    - objectness: the subject stands in front of its background. A pixel is object-like when its
+      colour differs from the frame borders, it sits in detailed/in-focus texture (defocus blurs
+      the background), and it is near the centre of the frame (framing bias). The product (a
+      geometric mean) keeps only pixels that satisfy the cues together.
+
+    With ``motion=True`` the estimator keeps the previous frame between calls and adds a
+    motion-parallax cue (under a moving camera nearer surfaces move more). Call ``reset()`` at a
+    scene cut or a new file; a cut also resets the cue by itself because the frames are unrelated.
     """
 
-    name = "heuristic"
-
-    def __init__(self, short_side: int = 160):
+    def __init__(self, short_side: int = 160, motion: bool = False):
+        self.name = "heuristic-motion" if motion else "heuristic"
         self.short_side = short_side
+        self.motion = motion
+        self._prev: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self._prev = None
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         x = resize_short_side(frames, self.short_side)
-        luma = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).contiguous()
+        luma = _luma(x)
         b, _, h, w = luma.shape
         r = max(2, min(h, w) // 16)
 
         rows = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
-        perspective = rows.expand(b, 1, h, w)
+        perspective = _zscore(rows.expand(b, 1, h, w))
 
-        gx = luma[..., :, 1:] - luma[..., :, :-1]
-        gy = luma[..., 1:, :] - luma[..., :-1, :]
-        grad = F.pad(gx.abs(), (0, 1, 0, 0)) + F.pad(gy.abs(), (0, 0, 0, 1))
-        focus = _minmax(box_blur(grad, r).sqrt())
+        # Colour distinctness is smooth by nature: a quarter resolution is enough and keeps the
+        # all-pairs distance cheap.
+        small = F.avg_pool2d(x, 4, ceil_mode=True)
+        distinct = F.interpolate(border_distinctness(small), size=(h, w), mode="bilinear", align_corners=False)
+        detail = box_blur(gradient_energy(luma), r)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
+        centre = torch.exp(-(xs * xs + ys * ys) / 0.5)
+        objectness = (_unit_mean(detail) * _unit_mean(distinct)).sqrt() * centre
+        objectness = guided_filter(luma, objectness, r, 1e-3)
 
-        nearness = 0.65 * perspective + 0.35 * focus
+        nearness = perspective + 0.5 * _zscore(objectness)
+        if self.motion:
+            nearness = nearness + 0.5 * self._parallax(luma, r)
         return guided_filter(luma, nearness, r, 1e-3)
+
+    def _parallax(self, luma: torch.Tensor, r: int) -> torch.Tensor:
+        """Motion-parallax cue [B,1,h,w] (z-scored, faded out when there is no usable motion).
+
+        Normal-flow magnitude |dI/dt| / |grad I| approximates how far each pixel moved between
+        consecutive frames without block matching. Weighted by mean motion / (mean motion + 1 px)
+        so sensor noise on a static shot does not become depth, and zeroed across a cut.
+        """
+        prev = luma[:1] if self._prev is None or self._prev.shape != luma[:1].shape else self._prev
+        before = torch.cat([prev, luma[:-1]], dim=0)
+        self._prev = luma[-1:].clone()
+        diff = (luma - before).abs()
+        flow = box_blur(diff, r) / (box_blur(gradient_energy(luma), r) + 0.02)
+        mean_flow = flow.mean(dim=(-2, -1), keepdim=True)
+        confidence = mean_flow / (mean_flow + 1.0)
+        is_cut = diff.mean(dim=(-2, -1), keepdim=True) > 0.15
+        return torch.where(is_cut, torch.zeros_like(flow), _zscore(flow) * confidence)
 
 
 def load_estimator(name: str, device: torch.device | str = "cpu", short_side: int = 224) -> DepthEstimator:
     """The estimator for a ``StereoParams.depth_model`` value."""
     if name == "heuristic":
         return HeuristicDepth()
+    if name == "heuristic-motion":
+        return HeuristicDepth(motion=True)
     from stereospot_pipeline.stereo.models import load_depth_anything
 
     return load_depth_anything(name, device=device, short_side=short_side)

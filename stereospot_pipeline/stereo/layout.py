@@ -2,44 +2,117 @@
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
 from stereospot_pipeline.stereo.params import Layout
 
-# Dubois' least-squares red/cyan matrices (rows: output R,G,B; columns: input R,G,B).
-_DUBOIS_LEFT = torch.tensor(
-    [[0.437, 0.449, 0.164], [-0.062, -0.062, -0.024], [-0.048, -0.050, -0.017]]
-)
-_DUBOIS_RIGHT = torch.tensor(
-    [[-0.011, -0.032, -0.007], [0.377, 0.761, 0.009], [-0.026, -0.093, 1.234]]
-)
+_LUMA = [0.299, 0.587, 0.114]
+_ZERO = [0.0, 0.0, 0.0]
+# Anaglyph = left_matrix @ left + right_matrix @ right per pixel (rows: output R,G,B; columns:
+# input R,G,B). Red comes from the left eye, green and blue (cyan) from the right eye.
+_ANAGLYPH = {
+    # Dubois' least-squares fit for red/cyan glasses: least retinal rivalry, muted reds.
+    Layout.ANAGLYPH: (
+        [[0.437, 0.449, 0.164], [-0.062, -0.062, -0.024], [-0.048, -0.050, -0.017]],
+        [[-0.011, -0.032, -0.007], [0.377, 0.761, 0.009], [-0.026, -0.093, 1.234]],
+    ),
+    Layout.ANAGLYPH_COLOR: ([[1.0, 0.0, 0.0], _ZERO, _ZERO], [_ZERO, [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+    Layout.ANAGLYPH_GRAY: ([_LUMA, _ZERO, _ZERO], [_ZERO, _LUMA, _LUMA]),
+    # Grey red channel: saturated reds no longer reach only one eye (less rivalry than 'color').
+    Layout.ANAGLYPH_HALF_COLOR: ([_LUMA, _ZERO, _ZERO], [_ZERO, [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+}
+# Horizontal field of view the flat frame covers inside the 180-degree VR180 hemisphere: a large
+# virtual screen that still leaves the edges of the view visible without turning the head.
+_VR180_SCREEN_FOV_DEG = 90.0
 
 
 def output_size(width: int, height: int, layout: Layout) -> tuple[int, int]:
     """(width, height) of a packed frame for a source of ``width`` x ``height``."""
-    if layout is Layout.FULL_SBS:
+    if layout in (Layout.FULL_SBS, Layout.CROSS_EYED, Layout.DEPTH):
         return 2 * width, height
+    if layout is Layout.FULL_TB:
+        return width, 2 * height
+    if layout is Layout.VR180:
+        side = vr180_eye_size(width, height)
+        return 2 * side, side
     return width, height
 
 
-def _half_width(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    return F.interpolate(x, size=(h, w // 2), mode="area")
+def vr180_eye_size(width: int, height: int) -> int:
+    """Side of each eye's square 180x180-degree equirectangular image (the longer source side)."""
+    return max(width, height)
 
 
-def compose(left: torch.Tensor, right: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """left, right [B,3,H,W] -> packed [B,3,H',W'] (see ``output_size``)."""
+def _pair(first: torch.Tensor, second: torch.Tensor, dim: int, half: bool) -> torch.Tensor:
+    """Concatenate two [B,C,H,W] views along ``dim`` (3 side by side, 2 top-bottom). ``half``
+    squeezes each view to half along ``dim`` first, so the pair keeps the source frame size."""
+    if not half:
+        return torch.cat([first, second], dim=dim)
+    size = list(first.shape[-2:])
+    size[dim - 2] //= 2
+    out = torch.cat([F.interpolate(v, size=size, mode="area") for v in (first, second)], dim=dim)
+    missing = first.shape[dim] - out.shape[dim]  # odd source side
+    if missing:
+        pad = (0, missing, 0, 0) if dim == 3 else (0, 0, 0, missing)
+        out = F.pad(out, pad, mode="replicate")
+    return out
+
+
+def _anaglyph(left: torch.Tensor, right: torch.Tensor, layout: Layout) -> torch.Tensor:
+    ml, mr = (torch.tensor(m, device=left.device, dtype=left.dtype) for m in _ANAGLYPH[layout])
+    out = torch.einsum("oc,bchw->bohw", ml, left) + torch.einsum("oc,bchw->bohw", mr, right)
+    return out.clamp_(0, 1)
+
+
+@lru_cache(maxsize=4)
+def _vr180_grid(width: int, height: int, side: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """grid_sample grid [1,side,side,2] that maps each equirectangular pixel (longitude and
+    latitude in -90..90 degrees) to the flat frame it sees through a pinhole camera."""
+    angles = (torch.arange(side, device=device, dtype=torch.float64) + 0.5) / side * math.pi - math.pi / 2
+    lat, lon = torch.meshgrid(-angles, angles, indexing="ij")  # latitude grows upwards
+    x, y, z = lat.cos() * lon.sin(), lat.sin(), (lat.cos() * lon.cos()).clamp_min(1e-9)
+    focal = (width / 2) / math.tan(math.radians(_VR180_SCREEN_FOV_DEG) / 2)
+    # Normalised coordinates (align_corners=False): +-1 at the outer frame edges; beyond is black.
+    grid = torch.stack([focal * x / z / (width / 2), -focal * y / z / (height / 2)], dim=-1)
+    return grid.unsqueeze(0).to(dtype)
+
+
+def _vr180(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    b, _, h, w = left.shape
+    side = vr180_eye_size(w, h)
+    grid = _vr180_grid(w, h, side, left.device, left.dtype).expand(b, -1, -1, -1)
+    eyes = [F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            for v in (left, right)]
+    return torch.cat(eyes, dim=3)
+
+
+def compose(left: torch.Tensor, right: torch.Tensor, layout: Layout,
+            depth: torch.Tensor | None = None) -> torch.Tensor:
+    """left, right [B,3,H,W] -> packed [B,3,H',W'] (see ``output_size``).
+
+    ``Layout.DEPTH`` shows ``left`` beside ``depth`` [B,1,H,W] (0..1, 1 = near) as grey; pass the
+    source frame as ``left`` there. Other layouts ignore ``depth``.
+    """
     if layout is Layout.FULL_SBS:
-        return torch.cat([left, right], dim=3)
+        return _pair(left, right, 3, half=False)
     if layout is Layout.HALF_SBS:
-        out = torch.cat([_half_width(left), _half_width(right)], dim=3)
-        if out.shape[-1] != left.shape[-1]:  # odd source width
-            out = F.pad(out, (0, left.shape[-1] - out.shape[-1]), mode="replicate")
-        return out
-    if layout is Layout.ANAGLYPH:
-        ml = _DUBOIS_LEFT.to(left.device, left.dtype)
-        mr = _DUBOIS_RIGHT.to(left.device, left.dtype)
-        out = torch.einsum("oc,bchw->bohw", ml, left) + torch.einsum("oc,bchw->bohw", mr, right)
-        return out.clamp(0, 1)
+        return _pair(left, right, 3, half=True)
+    if layout is Layout.FULL_TB:
+        return _pair(left, right, 2, half=False)
+    if layout is Layout.HALF_TB:
+        return _pair(left, right, 2, half=True)
+    if layout is Layout.CROSS_EYED:
+        return _pair(right, left, 3, half=False)
+    if layout in _ANAGLYPH:
+        return _anaglyph(left, right, layout)
+    if layout is Layout.VR180:
+        return _vr180(left, right)
+    if layout is Layout.DEPTH:
+        if depth is None:
+            raise ValueError("the depth layout needs the depth map")
+        return _pair(left, depth.expand_as(left), 3, half=False)
     raise ValueError(f"unknown layout {layout!r}")

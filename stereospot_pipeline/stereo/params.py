@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -10,7 +11,15 @@ from pydantic import BaseModel, Field
 class Layout(str, Enum):
     FULL_SBS = "full-sbs"
     HALF_SBS = "half-sbs"
-    ANAGLYPH = "anaglyph"
+    FULL_TB = "full-tb"
+    HALF_TB = "half-tb"
+    CROSS_EYED = "cross-eyed"  # right | left, for free viewing without a headset
+    ANAGLYPH = "anaglyph"  # Dubois red/cyan: least ghosting, muted reds
+    ANAGLYPH_COLOR = "anaglyph-color"
+    ANAGLYPH_GRAY = "anaglyph-gray"
+    ANAGLYPH_HALF_COLOR = "anaglyph-half-color"
+    VR180 = "vr180"  # each eye projected onto a 180x180 degree equirectangular half
+    DEPTH = "depth"  # debug: source frame | depth map as grey
 
 
 class WarpMethod(str, Enum):
@@ -19,10 +28,20 @@ class WarpMethod(str, Enum):
 
 
 # Suffixes that VR players (DeoVR, Skybox, Heresphere, Virtual Desktop) read from file names.
+# Same tags as iw3 writes, so files round-trip between the tools: `_LR`/`_TB` (half) and
+# `_LRF`/`_TBF` (full) select the packing, `_180x180_3dh` an equirectangular 180-degree SBS video.
 LAYOUT_SUFFIX = {
     Layout.FULL_SBS: "_LRF_Full_SBS",
     Layout.HALF_SBS: "_LR",
+    Layout.FULL_TB: "_TBF_fulltb",
+    Layout.HALF_TB: "_TB",
+    Layout.CROSS_EYED: "_RLF_cross",
     Layout.ANAGLYPH: "_redcyan",
+    Layout.ANAGLYPH_COLOR: "_redcyan",
+    Layout.ANAGLYPH_GRAY: "_redcyan",
+    Layout.ANAGLYPH_HALF_COLOR: "_redcyan",
+    Layout.VR180: "_180x180_3dh_LR",
+    Layout.DEPTH: "_debug",
 }
 
 
@@ -33,8 +52,23 @@ class StereoParams(BaseModel):
     divergence: float = Field(2.0, ge=0.0, le=10.0, description="max disparity, % of the larger side")
     convergence: float = Field(0.5, ge=0.0, le=1.0, description="depth (0=far, 1=near) on the screen plane")
     method: WarpMethod = WarpMethod.BACKWARD
+    ipd_offset: float = Field(0.0, ge=-5.0, le=5.0, description="extra per-eye shift, % of the larger "
+                              "side; > 0 brings the whole scene forward, < 0 pushes it back")
+    synthetic_view: Literal["both", "left", "right"] = Field(
+        "both", description="eye(s) rendered from depth; with 'left'/'right' the other eye is the source")
+    preserve_screen_border: bool = Field(False, description="ramp the shift to 0 at the left/right "
+                                         "frame edges so the frame border stays on the screen plane")
+    ema_decay: float = Field(0.75, ge=0.0, lt=1.0, description="weight of history when smoothing the "
+                             "depth range over time; 0 = per-frame min-max (flickers)")
+    ema_lookahead: int = Field(30, ge=0, le=120, description="frames of look-ahead for the smoothing "
+                               "(the converter holds this many frames back)")
     depth_model: str = Field("heuristic", description="'heuristic' (weight-free) or a Depth Anything name/dir")
     depth_short_side: int = Field(224, ge=56, le=1036, description="depth inference resolution (short side)")
+    edge_dilation: int = Field(2, ge=0, le=8, description="grow near depth into the background at depth "
+                               "edges: this many px along x, half as many along y (at depth resolution)")
+    flip_tta: bool = Field(False, description="average depth with that of the mirrored frame (2x depth cost)")
+    foreground_scale: float = Field(0.0, ge=-3.0, le=3.0, description="depth curve: > 0 stretches near "
+                                    "depth and flattens the far, < 0 the reverse, 0 = unchanged")
     batch_size: int = Field(4, ge=1, le=64)
     crf: int = Field(20, ge=0, le=51)
     preset: str = "veryfast"

@@ -1,0 +1,105 @@
+"""Stereo engine quality and speed: warp PSNR against a real stereo pair, warp time per frame,
+depth jumps at segment seams with and without the whole-video depth range.
+
+    python benchmarks/warp_quality.py [--out .bench/warp_quality.json] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.data import chelsea, stereo_motorcycle
+
+from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
+from stereospot_pipeline.stereo.depth import HeuristicDepth
+from stereospot_pipeline.stereo.normalize import seam_ratio
+from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
+from stereospot_pipeline.stereo.warp import right_from_left_disparity, synthesize_views
+
+BORDER = 32
+
+
+def _tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+
+
+def warp_psnr() -> dict[str, float]:
+    """dB PSNR of the right view synthesised from the left view + ground-truth disparity of
+    scikit-image's motorcycle pair, borders of BORDER px excluded."""
+    left, right, disparity = stereo_motorcycle()
+    left, right, disparity = _tensor(left), _tensor(right), torch.from_numpy(disparity)[None, None]
+    scores = {}
+    for method in WarpMethod:
+        error = (right_from_left_disparity(left, disparity, method) - right)[..., BORDER:-BORDER, BORDER:-BORDER]
+        scores[method.value] = round(float(10 * torch.log10(1 / error.pow(2).mean())), 2)
+    return scores
+
+
+def warp_ms_per_frame(reps: int) -> dict[str, dict[str, float]]:
+    """Best-of-``reps`` milliseconds to render both eyes of one frame on the CPU."""
+    torch.manual_seed(0)
+    timings: dict[str, dict[str, float]] = {}
+    for name, (h, w) in {"720p": (720, 1280), "1080p": (1080, 1920)}.items():
+        image = torch.rand(1, 3, h, w)
+        depth = F.interpolate(torch.rand(1, 1, h // 32, w // 32), size=(h, w), mode="bicubic").clamp(0, 1)
+        timings[name] = {}
+        for method in WarpMethod:
+            params = StereoParams(method=method)
+            best = float("inf")
+            for _ in range(reps + 1):  # the first run warms up allocator and kernels
+                start = time.perf_counter()
+                synthesize_views(image, depth, params)
+                best = min(best, time.perf_counter() - start)
+            timings[name][method.value] = round(best * 1000, 1)
+    return timings
+
+
+def _pan(frames: int, h: int = 96, w: int = 128) -> np.ndarray:
+    """A slow camera pan over a photo without a scene cut: uint8 [T,h,w,3]."""
+    image = chelsea()
+    crops = [image[40 + i:40 + i + 2 * h, 10 + 4 * i:10 + 4 * i + 2 * w] for i in range(frames)]
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+    return F.interpolate(x, size=(h, w), mode="area").round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def seam_ratios(frames: int = 32, segments: int = 4) -> dict[str, float]:
+    """seam_ratio of a clip converted as independent segments (fresh converter each)."""
+    clip = _pan(frames)
+    estimator = HeuristicDepth()
+    params = StereoParams(layout=Layout.DEPTH)
+
+    def ratio(depth_range) -> float:
+        depths = []
+        for part in np.array_split(clip, segments):
+            packed = StereoConverter(params, torch.device("cpu"), estimator, depth_range=depth_range)(part)
+            depths.append(torch.from_numpy(packed[..., clip.shape[2]:, 0]).float()[:, None] / 255)
+        return round(seam_ratio(depths), 3)
+
+    whole_video = video_depth_range(iter(clip[::4]), estimator, torch.device("cpu"))
+    return {"without_range": ratio(None), "with_range": ratio(whole_video)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(".bench/warp_quality.json"))
+    parser.add_argument("--reps", type=int, default=10)
+    args = parser.parse_args()
+    result = {
+        "psnr_db": warp_psnr(),
+        "ms_per_frame_cpu_left_right": warp_ms_per_frame(args.reps),
+        "seam_ratio": seam_ratios(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The stereospot production stack: storage, database, ECS cluster, Dagster and GPU capacity."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stereospot_cdk.database import DB_NAME, Database
+from stereospot_cdk.gpu import GpuCapacity
+from stereospot_cdk.images import CPU_REPOSITORY, CUDA_REPOSITORY
+from stereospot_cdk.ingress import AuthenticatedIngress
+from stereospot_cdk.network import Network
+from stereospot_cdk.services import DagsterServices
+from stereospot_cdk.settings import Settings
+from stereospot_cdk.storage import (
+    COMPUTE_LOGS_PREFIX,
+    INPUT_PREFIX,
+    OUTPUT_PREFIX,
+    WORK_PREFIX,
+    Buckets,
+)
+from stereospot_cdk.tasks import ContainerEnvironment, GpuStepTask, RunWorkerTask, family_name
+
+# Paths inside the images built by deploy/docker.
+STATE_DIR = "/var/lib/stereospot"
+MODELS_DIR = "/opt/stereospot/models"
+
+
+class StereospotStack(cdk.Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        network = Network(self, "Network", availability_zones=settings.availability_zones)
+        buckets = Buckets(self, "Buckets")
+        database = Database(self, "Database", network=network)
+
+        cluster = ecs.Cluster(self, "Cluster", vpc=network.vpc)
+        cluster.add_default_cloud_map_namespace(name="stereospot.internal")
+        gpu = GpuCapacity(
+            self,
+            "Gpu",
+            network=network,
+            cluster=cluster,
+            instance_type=settings.gpu_instance_type,
+            max_instances=settings.gpu_max_instances,
+        )
+
+        cpu_image = self._image("CpuRepository", CPU_REPOSITORY, settings.image_tag)
+        cuda_image = self._image("CudaRepository", CUDA_REPOSITORY, settings.image_tag)
+        # One execution role pulls images, writes logs and injects the database secret for every
+        # task, so launchers have a single role to pass.
+        execution_role = iam.Role(
+            self, "TaskExecutionRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
+        )
+        environment = self._environment(buckets, database)
+
+        gpu_step = GpuStepTask(
+            self,
+            "GpuStep",
+            family=family_name(self, "gpu-step"),
+            image=cuda_image,
+            environment=environment,
+            execution_role=execution_role,
+            buckets=buckets,
+        )
+        # The code location reads these when it builds the GPU op's ECS tags.
+        environment = environment.with_variables(
+            STEREOSPOT_GPU_CAPACITY_PROVIDER=gpu.capacity_provider.capacity_provider_name,
+            STEREOSPOT_GPU_TASK_DEFINITION=gpu_step.definition.task_definition_arn,
+        )
+        run_worker = RunWorkerTask(
+            self,
+            "RunWorker",
+            family=family_name(self, "run"),
+            image=cpu_image,
+            environment=environment,
+            execution_role=execution_role,
+            buckets=buckets,
+            cluster=cluster,
+            gpu_step=gpu_step,
+        )
+        services = DagsterServices(
+            self,
+            "Dagster",
+            network=network,
+            cluster=cluster,
+            image=cpu_image,
+            environment=environment,
+            execution_role=execution_role,
+            buckets=buckets,
+            run_worker=run_worker,
+        )
+        ingress = AuthenticatedIngress(
+            self,
+            "Ingress",
+            network=network,
+            webserver=services.webserver,
+            certificate_arn=settings.certificate_arn,
+            domain_name=settings.domain_name,
+            cognito_domain_prefix=settings.cognito_domain_prefix,
+        )
+
+        outputs = {
+            "InputBucketName": buckets.input.bucket_name,
+            "OutputBucketName": buckets.output.bucket_name,
+            "LoadBalancerDnsName": ingress.load_balancer.load_balancer_dns_name,
+            "UserPoolId": ingress.user_pool.user_pool_id,
+            "GpuCapacityProviderName": gpu.capacity_provider.capacity_provider_name,
+            "GpuTaskDefinitionArn": gpu_step.definition.task_definition_arn,
+            "RunTaskDefinitionArn": run_worker.definition.task_definition_arn,
+            "ClusterName": cluster.cluster_name,
+        }
+        for name, value in outputs.items():
+            cdk.CfnOutput(self, name, value=value)
+
+    def _image(self, construct_id: str, repository_name: str, tag: str) -> ecs.ContainerImage:
+        repository = ecr.Repository.from_repository_name(self, construct_id, repository_name)
+        return ecs.ContainerImage.from_ecr_repository(repository, tag)
+
+    @staticmethod
+    def _environment(buckets: Buckets, database: Database) -> ContainerEnvironment:
+        output = buckets.output.bucket_name
+        return ContainerEnvironment(
+            variables={
+                "DAGSTER_PG_HOST": database.instance.db_instance_endpoint_address,
+                "DAGSTER_PG_DB": DB_NAME,
+                "DAGSTER_COMPUTE_LOGS_BUCKET": output,
+                "DAGSTER_COMPUTE_LOGS_PREFIX": COMPUTE_LOGS_PREFIX,
+                "STEREOSPOT_HOME": STATE_DIR,
+                "STEREOSPOT_MODELS_DIR": MODELS_DIR,
+                "STEREOSPOT_INBOX_URL": f"s3://{buckets.input.bucket_name}/{INPUT_PREFIX}",
+                "STEREOSPOT_OUTBOX_URL": f"s3://{output}/{OUTPUT_PREFIX}",
+                "STEREOSPOT_STORE_URL": f"s3://{output}/{WORK_PREFIX}",
+            },
+            secrets={
+                "DAGSTER_PG_USERNAME": ecs.Secret.from_secrets_manager(database.secret, "username"),
+                "DAGSTER_PG_PASSWORD": ecs.Secret.from_secrets_manager(database.secret, "password"),
+            },
+        )

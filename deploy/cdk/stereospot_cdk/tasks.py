@@ -1,0 +1,134 @@
+"""Task definitions for Dagster run workers (Fargate) and GPU steps (EC2), with their roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aws_cdk as cdk
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stereospot_cdk.permissions import grant_task_launch
+from stereospot_cdk.storage import Buckets
+
+# dagster_aws overrides this container's command for every run and step, and the ECS executor
+# assumes the step task definition uses the same container name as the run's.
+RUN_CONTAINER = "run"
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+
+
+@dataclass
+class ContainerEnvironment:
+    variables: dict[str, str]
+    secrets: dict[str, ecs.Secret] = field(default_factory=dict)
+
+    def with_variables(self, **extra: str) -> ContainerEnvironment:
+        return ContainerEnvironment({**self.variables, **extra}, self.secrets)
+
+
+def task_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
+    return iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+        description=description,
+    )
+
+
+def log_driver(scope: Construct, construct_id: str, stream_prefix: str) -> ecs.LogDriver:
+    group = logs.LogGroup(scope, construct_id, retention=LOG_RETENTION)
+    return ecs.LogDrivers.aws_logs(stream_prefix=stream_prefix, log_group=group)
+
+
+class GpuStepTask(Construct):
+    """EC2-compatible task definition for the per-segment stereo op (Fargate has no GPUs)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        family: str,
+        image: ecs.ContainerImage,
+        environment: ContainerEnvironment,
+        execution_role: iam.IRole,
+        buckets: Buckets,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        # GPU steps only convert segments; unlike run workers they never start other tasks.
+        self.role = task_role(self, "Role", "stereospot GPU step tasks")
+        buckets.input.grant_read(self.role)
+        buckets.output.grant_read_write(self.role)
+        self.definition = ecs.Ec2TaskDefinition(
+            self,
+            "Definition",
+            family=family,
+            # awsvpc lets the executor reuse the run task's subnets and security group as-is.
+            network_mode=ecs.NetworkMode.AWS_VPC,
+            task_role=self.role,
+            execution_role=execution_role,
+        )
+        self.definition.add_container(
+            RUN_CONTAINER,
+            image=image,
+            gpu_count=1,
+            # Sized for one step per g5/g6.xlarge (4 vCPU, 16 GiB) after the ECS agent's share.
+            cpu=3072,
+            memory_reservation_mib=12288,
+            environment={**environment.variables, "STEREOSPOT_DEVICE": "cuda"},
+            secrets=environment.secrets,
+            logging=log_driver(self, "Logs", "gpu"),
+        )
+
+
+class RunWorkerTask(Construct):
+    """Fargate task definition for run workers and CPU steps launched by the ECS executor."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        family: str,
+        image: ecs.ContainerImage,
+        environment: ContainerEnvironment,
+        execution_role: iam.IRole,
+        buckets: Buckets,
+        cluster: ecs.ICluster,
+        gpu_step: GpuStepTask,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.role = task_role(self, "Role", "stereospot run workers and CPU steps")
+        buckets.input.grant_read(self.role)
+        buckets.output.grant_read_write(self.role)
+        # The run worker hosts the ECS executor, which starts one task per step.
+        grant_task_launch(
+            self.role,
+            cluster=cluster,
+            families=[family, gpu_step.definition.family],
+            passable_roles=[self.role, gpu_step.role, execution_role],
+        )
+        self.definition = ecs.FargateTaskDefinition(
+            self,
+            "Definition",
+            family=family,
+            cpu=1024,
+            memory_limit_mib=4096,
+            # Source copies and segment files are staged on local disk before upload.
+            ephemeral_storage_gib=50,
+            task_role=self.role,
+            execution_role=execution_role,
+        )
+        self.definition.add_container(
+            RUN_CONTAINER,
+            image=image,
+            environment={**environment.variables, "STEREOSPOT_DEVICE": "cpu"},
+            secrets=environment.secrets,
+            logging=log_driver(self, "Logs", "run"),
+        )
+
+
+def family_name(stack: cdk.Stack, suffix: str) -> str:
+    return f"{stack.stack_name}-{suffix}"

@@ -1,0 +1,187 @@
+"""The ``stereospot`` command line: convert videos through the Dagster assets, open the UI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from stereospot_pipeline.settings import Settings
+from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn 2D videos into stereo 3D.")
+err = Console(stderr=True)
+out = Console()
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_TOKEN_TAG = "stereospot/cli-token"
+_RENDER_STEP = "stereo_segments.render_stereo_segment["
+
+
+def prepare_instance(settings: Settings) -> Path:
+    """Point DAGSTER_HOME at the state folder and give it the project's instance config."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = _PROJECT_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if config.is_file() and (not target.exists() or target.read_bytes() != config.read_bytes()):
+        shutil.copyfile(config, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["STEREOSPOT_HOME"] = str(settings.resolved_home)
+    return home
+
+
+@app.command()
+def convert(
+    input: Path = typer.Argument(..., help="video file to convert (anything ffmpeg decodes)"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="where to write the result"),
+    layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
+    divergence: float = typer.Option(2.0, help="stereo strength: max disparity in % of the frame"),
+    convergence: float = typer.Option(0.5, help="depth on the screen plane (0 far .. 1 near)"),
+    method: WarpMethod = typer.Option(WarpMethod.BACKWARD, help="view synthesis method"),
+    depth_model: str = typer.Option("heuristic", help="'heuristic' or a Depth Anything name/folder"),
+    segment_seconds: float = typer.Option(10.0, help="target segment length in seconds"),
+) -> None:
+    """Convert INPUT to stereo 3D; the run is recorded in the local Dagster instance."""
+    from dagster import DagsterInstance, materialize
+
+    from stereospot_pipeline.definitions import CONVERSION_ASSETS
+    from stereospot_pipeline.defs.assets.stereo import stereo_run_config
+    from stereospot_pipeline.defs.partitions import videos
+    from stereospot_pipeline.defs.resources import build_resources
+    from stereospot_pipeline.ingest import register_local_file
+
+    if not input.is_file():
+        err.print(f"[red]error:[/] {input}: no such file")
+        raise typer.Exit(2)
+    params = StereoParams(layout=layout, divergence=divergence, convergence=convergence, method=method,
+                          depth_model=depth_model)
+    settings = Settings()
+    prepare_instance(settings)
+    instance = DagsterInstance.get()
+    resources = build_resources(settings)
+    key = register_local_file(resources["store"], input)
+    if not instance.has_dynamic_partition(videos.name, key):
+        instance.add_dynamic_partitions(videos.name, [key])
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": {
+        "segments": {"config": {"segment_seconds": segment_seconds}},
+        "stereo_segments": {"ops": {"plan_stereo_segments": {"config": stereo_run_config(params)}}},
+    }}
+    token = uuid.uuid4().hex
+    watcher = _ProgressWatcher(instance, token)
+    started = time.perf_counter()
+    watcher.start()
+    try:
+        result = materialize(CONVERSION_ASSETS, instance=instance, partition_key=key, resources=resources,
+                             run_config=run_config, tags={_TOKEN_TAG: token, "stereospot/source": input.name},
+                             raise_on_error=False)
+    finally:
+        watcher.stop()
+    if not result.success:
+        err.print(f"[red]conversion of {input} failed[/] (run {result.run_id}):")
+        for message in _failure_messages(result):
+            err.print(f"  {message}")
+        raise typer.Exit(1)
+    meta = {m.asset_key.to_user_string(): m.materialization.metadata
+            for m in result.get_asset_materialization_events()}["final_video"]
+    produced = Path(meta["output"].value)
+    if output is not None:
+        _copy_atomic(produced, output)
+        produced = output
+    seconds = time.perf_counter() - started
+    frames = meta["frames"].value
+    out.print(f"[green]done:[/] {produced.resolve()}")
+    out.print(f"{frames} frames, {meta['resolution'].value} {meta['layout'].value}, "
+              f"{meta['duration_s'].value:.2f}s of video in {seconds:.1f}s ({frames / seconds:.1f} fps); "
+              f"run {result.run_id}")
+
+
+@app.command()
+def ui(port: int = typer.Option(3000, help="port on 127.0.0.1")) -> None:
+    """Start the Dagster UI and daemon (sensors, queued runs) on 127.0.0.1."""
+    settings = Settings()
+    prepare_instance(settings)
+    workspace = _PROJECT_ROOT / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.is_file() else ["-m", "stereospot_pipeline.definitions"]
+    exe = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+    # A background shell starts us with SIGINT ignored, and exec keeps ignored signals ignored:
+    # reset it so `dagster dev` can be stopped.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.execv(exe, [exe, "dev", *target, "-h", "127.0.0.1", "-p", str(port)])
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    dest = dest.resolve()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _failure_messages(result) -> list[str]:
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            while error.cause is not None and error.cls_name not in ("Failure", "InvalidVideoError"):
+                error = error.cause
+            messages.append(f"{event.step_key}: {error.message.strip()}")
+    return messages or ["see the run's logs in the Dagster UI (`stereospot ui`)"]
+
+
+class _ProgressWatcher:
+    """Follows the run's events in the instance and draws a per-segment progress bar with ETA."""
+
+    def __init__(self, instance, token: str):
+        self.instance, self.token = instance, token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from dagster import DagsterEventType, RunsFilter
+
+        run_id = None
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=False) as progress:
+            task = progress.add_task("preparing", total=None)
+            done: set[str] = set()
+            while not self._stop.wait(0.5):
+                if run_id is None:
+                    runs = self.instance.get_runs(filters=RunsFilter(tags={_TOKEN_TAG: self.token}), limit=1)
+                    if not runs:
+                        continue
+                    run_id = runs[0].run_id
+                for record in self.instance.all_logs(run_id):
+                    event = record.dagster_event
+                    if event is None:
+                        continue
+                    if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                        mat = event.event_specific_data.materialization
+                        if mat.asset_key.to_user_string() == "segments":
+                            progress.update(task, total=mat.metadata["count"].value, description="converting segments")
+                    elif event.event_type == DagsterEventType.STEP_SUCCESS and event.step_key.startswith(_RENDER_STEP):
+                        done.add(event.step_key)
+                    elif event.event_type == DagsterEventType.STEP_START and event.step_key == "final_video":
+                        progress.update(task, description="joining segments + audio")
+                progress.update(task, completed=len(done))
+
+
+if __name__ == "__main__":
+    app()

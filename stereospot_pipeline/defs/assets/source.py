@@ -1,0 +1,49 @@
+
+from pathlib import PurePosixPath
+
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+
+from stereospot_pipeline import keys
+from stereospot_pipeline.defs.errors import reported_as_failure
+from stereospot_pipeline.defs.partitions import videos
+from stereospot_pipeline.ingest import registry_key
+from stereospot_pipeline.media.probe import probe_video
+from stereospot_pipeline.sources import open_source
+from stereospot_pipeline.storage import ObjectStore
+
+
+@asset(partitions_def=videos, group_name="conversion", kinds={"video"})
+def source_video(context: AssetExecutionContext, store: ObjectStore) -> MaterializeResult:
+    """The uploaded video, validated, probed and copied into work storage (the original is never
+    touched)."""
+    key = context.partition_key
+    if not store.exists(registry_key(key)):
+        raise Failure(f"video partition {key!r} is not registered: add videos with `stereospot convert`, "
+                      "the inbox folder or the input bucket", allow_retries=False)
+    reg = store.get_json(registry_key(key))
+    suffix = PurePosixPath(reg["name"]).suffix.lower()
+    stored = keys.source(key, suffix)
+    with reported_as_failure(), open_source(reg["uri"]) as local:
+        info = probe_video(local)
+        if not (store.exists(stored) and store.size(stored) == info.size_bytes):
+            store.put_file(local, stored)
+    store.put_json({**info.model_dump(), "storage_key": stored}, keys.source_info(key))
+    context.log.info(f"{reg['name']}: {info.width}x{info.height} {info.codec}, {info.frames} frames, "
+                     f"{info.fps:.3f} fps, {info.duration_s:.2f}s, audio tracks: {len(info.audio)}")
+    return MaterializeResult(metadata={
+        "name": reg["name"],
+        "source_uri": reg["uri"],
+        "sha256": reg["sha256"],
+        "storage_key": stored,
+        "container": info.container,
+        "codec": info.codec,
+        "resolution": f"{info.width}x{info.height}",
+        "width": info.width,
+        "height": info.height,
+        "fps": MetadataValue.float(info.fps),
+        "frames": info.frames,
+        "duration_s": MetadataValue.float(info.duration_s),
+        "size_bytes": info.size_bytes,
+        "audio": MetadataValue.json([a.model_dump() for a in info.audio]),
+        "clean_keyframes": len(info.keyframes),
+    })

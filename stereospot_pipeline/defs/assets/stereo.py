@@ -1,0 +1,155 @@
+"""The GPU step: one op per segment, fanned out with DynamicOut and collected again."""
+
+
+import hashlib
+from enum import Enum
+import tempfile
+import time
+from pathlib import Path
+
+from dagster import (
+    AssetIn,
+    Config,
+    DynamicOut,
+    DynamicOutput,
+    In,
+    MetadataValue,
+    Nothing,
+    OpExecutionContext,
+    Output,
+    RetryPolicy,
+    TableRecord,
+    graph_asset,
+    op,
+)
+
+from stereospot_pipeline import keys
+from stereospot_pipeline.defs.errors import reported_as_failure
+from stereospot_pipeline.defs.partitions import videos
+from stereospot_pipeline.defs.resources import EngineResource
+from stereospot_pipeline.defs.tables import STEREO_SEGMENT_SCHEMA
+from stereospot_pipeline.ingest import registry_key
+from stereospot_pipeline.render import RenderResult, render_segment
+from stereospot_pipeline.stereo.convert import StereoConverter, pick_device
+from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, StereoParams
+from stereospot_pipeline.storage import ObjectStore
+
+ENGINE_VERSION = "1"
+
+# Production routes this op to GPU capacity through the ECS executor; locally the tags are inert.
+GPU_OP_TAGS = {"stereospot/step": "gpu"}
+
+
+class StereoConfig(Config, StereoParams):
+    """Run config of the stereo step (the same fields as the engine's StereoParams)."""
+
+
+def stereo_run_config(params: StereoParams) -> dict:
+    """``params`` as run config: Dagster names enum values by member name (``FULL_SBS``)."""
+    return {k: (v.name if isinstance(v, Enum) else v) for k, v in params.model_dump().items()}
+
+
+@op(ins={"segments": In(Nothing)}, out=DynamicOut(dict))
+def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, store: ObjectStore):
+    key = context.partition_key
+    plan = store.get_json(keys.segment_plan(key))
+    sha = store.get_json(registry_key(key))["sha256"]
+    params = StereoParams.model_validate(config.model_dump())
+    fingerprint = hashlib.sha256(
+        f"{sha}|{plan['plan_id']}|{params.fingerprint()}|{ENGINE_VERSION}".encode()
+    ).hexdigest()[:16]
+    count = len(plan["segments"])
+    for seg in plan["segments"]:
+        task = {**seg, "video": key, "count": count, "fingerprint": fingerprint,
+                "params": params.model_dump(mode="json")}
+        yield DynamicOutput(task, mapping_key=f"segment_{seg['index']:05d}")
+
+
+@op(tags=GPU_OP_TAGS, pool="gpu", retry_policy=RetryPolicy(max_retries=2, delay=2))
+def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engine: EngineResource,
+                          task: dict) -> dict:
+    """Depth + stereo warp + encode for one segment. Finished segments are reused by content key."""
+    video, index, fingerprint = task["video"], task["index"], task["fingerprint"]
+    out_key = keys.stereo_segment(video, fingerprint, index)
+    result_key = keys.stereo_result(video, fingerprint, index)
+    label = f"segment {index + 1}/{task['count']} ({task['start_s']:.2f}s-{task['start_s'] + task['duration_s']:.2f}s)"
+    if store.exists(out_key) and store.exists(result_key):
+        context.log.info(f"{label}: already converted with these settings, reusing {out_key}")
+        return {**store.get_json(result_key), "reused": True}
+    params = StereoParams.model_validate(task["params"])
+    converter = StereoConverter(params, device=pick_device(engine.device))
+    started = time.perf_counter()
+    last_logged = [0.0]
+
+    def progress(done: int) -> None:
+        now = time.perf_counter()
+        if now - last_logged[0] < 5 and done < task["frames"]:
+            return
+        last_logged[0] = now
+        elapsed = now - started
+        eta = elapsed / done * (task["frames"] - done) if done else 0.0
+        context.log.info(f"{label}: {100 * done / task['frames']:.0f}% ({done}/{task['frames']} frames), "
+                         f"{done / elapsed:.1f} fps, ETA {eta:.0f}s")
+
+    with tempfile.TemporaryDirectory(prefix="stereospot-render-") as tmp, reported_as_failure():
+        out = Path(tmp) / "stereo.mp4"
+        with store.local_copy(task["key"]) as chunk:
+            try:
+                result: RenderResult = render_segment(chunk, out, params, expected_frames=task["frames"],
+                                                      converter=converter, on_progress=progress)
+            except Exception as exc:
+                exc.args = (f"{label} of {video} failed: {exc}",) + exc.args[1:]
+                raise
+        store.put_file(out, out_key)
+    record = {"index": index, "key": out_key, "fingerprint": fingerprint, "params": task["params"],
+              **result.model_dump()}
+    store.put_json(record, result_key)
+    return {**record, "reused": False}
+
+
+@op
+def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, results: list[dict]):
+    key = context.partition_key
+    results = sorted(results, key=lambda r: r["index"])
+    params = StereoParams.model_validate(results[0]["params"])
+    manifest = {
+        "fingerprint": results[0]["fingerprint"],
+        "params": params.model_dump(mode="json"),
+        "suffix": LAYOUT_SUFFIX[params.layout],
+        "segments": [{k: r[k] for k in ("index", "key", "frames", "width", "height")} for r in results],
+    }
+    store.put_json(manifest, keys.stereo_manifest(key))
+    frames = sum(r["frames"] for r in results)
+    wall = sum(r["seconds"] for r in results if not r["reused"])
+    return Output(manifest, metadata={
+        "segments": len(results),
+        "frames": frames,
+        "wall_seconds": MetadataValue.float(wall),
+        "fps": MetadataValue.float(frames / wall if wall else 0.0),
+        "reused_segments": sum(r["reused"] for r in results),
+        "layout": params.layout.value,
+        "divergence": MetadataValue.float(params.divergence),
+        "convergence": MetadataValue.float(params.convergence),
+        "method": params.method.value,
+        "depth_model": params.depth_model,
+        "settings": MetadataValue.json(params.model_dump(mode="json")),
+        "per_segment": MetadataValue.table(
+            [TableRecord({"index": r["index"], "frames": r["frames"], "wall_s": round(r["seconds"], 3),
+                          "fps": round(r["fps"], 2), "depth_model": r["depth_model"], "device": r["device"],
+                          "mean_depth": round(r["mean_depth"], 4), "max_shift_px": round(r["max_shift_px"], 2),
+                          "reused": r["reused"]}) for r in results],
+            schema=STEREO_SEGMENT_SCHEMA,
+        ),
+    })
+
+
+@graph_asset(
+    partitions_def=videos,
+    group_name="conversion",
+    ins={"segments": AssetIn(dagster_type=Nothing)},
+    kinds={"pytorch"},
+)
+def stereo_segments(segments):
+    """Every segment converted to stereo (depth estimation, warp, layout, encode), one step each."""
+    tasks = plan_stereo_segments(segments)
+    return collect_stereo_segments(tasks.map(render_stereo_segment).collect())

@@ -1,0 +1,24 @@
+"""Turn user-facing engine errors into Dagster failures that say what to do, without retries."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from dagster import Failure
+
+from stereospot_pipeline.errors import InvalidVideoError, StereospotError
+
+
+@contextmanager
+def reported_as_failure():
+    try:
+        yield
+    except InvalidVideoError as exc:
+        raise Failure(
+            description=str(exc),
+            metadata={"file": exc.path, "problem": exc.problem, "what to do": exc.hint},
+            allow_retries=False,
+        ) from exc
+    except StereospotError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+

@@ -1,0 +1,21 @@
+from dagster import TableColumn, TableSchema
+
+SEGMENT_SCHEMA = TableSchema(columns=[
+    TableColumn("index", "int"),
+    TableColumn("start_s", "float"),
+    TableColumn("duration_s", "float"),
+    TableColumn("frames", "int"),
+    TableColumn("size_bytes", "int"),
+])
+
+STEREO_SEGMENT_SCHEMA = TableSchema(columns=[
+    TableColumn("index", "int"),
+    TableColumn("frames", "int"),
+    TableColumn("wall_s", "float"),
+    TableColumn("fps", "float"),
+    TableColumn("depth_model", "string"),
+    TableColumn("device", "string"),
+    TableColumn("mean_depth", "float"),
+    TableColumn("max_shift_px", "float"),
+    TableColumn("reused", "bool"),
+])

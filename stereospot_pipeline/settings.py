@@ -1,0 +1,39 @@
+"""One settings object for every deployment, read from STEREOSPOT_* environment variables.
+
+The embedded default keeps everything in a project-local state folder; production points the
+same code at S3 and Postgres with environment variables alone.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STEREOSPOT_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.cwd() / ".stereospot",
+                       description="state folder: Dagster instance, local storage, inbox, outbox")
+    store_url: str | None = Field(None, description="work storage: a folder or s3://bucket/prefix")
+    inbox_url: str | None = Field(None, description="where new videos arrive: a folder or s3://bucket/prefix")
+    outbox_url: str | None = Field(None, description="where finished videos go: a folder or s3://bucket/prefix")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (tests, MinIO)")
+    device: str = Field("auto", description="torch device for the stereo step: auto, cpu, cuda")
+    inbox_settle_seconds: float = Field(2.0, ge=0, description="a file must be unchanged this long")
+    inbox_max_per_tick: int = Field(10, ge=1, description="new videos registered per sensor tick")
+
+    @cached_property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    def url(self, value: str | None, default_subdir: str) -> str:
+        return value or str(self.resolved_home / default_subdir)
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.resolved_home / "dagster")

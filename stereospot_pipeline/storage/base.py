@@ -1,0 +1,65 @@
+"""The object-store interface every asset writes through."""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,199}$")
+
+
+def check_key(key: str) -> str:
+    """Reject keys that could escape the store's root or are not portable between stores."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") or not _SEGMENT.match(p) for p in parts):
+        raise ValueError(f"unsafe storage key {key!r}")
+    return key
+
+
+class ObjectStore(ConfigurableResource):
+    """Files by key. Writes are atomic: a key holds a complete object or nothing."""
+
+    @abstractmethod
+    def put_file(self, local: Path, key: str) -> None: ...
+
+    @abstractmethod
+    def get_file(self, key: str, local: Path) -> Path: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def url(self, key: str) -> str:
+        """Where a person can fetch the object (a path, or a presigned URL for S3)."""
+
+    @abstractmethod
+    def put_bytes(self, data: bytes, key: str) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @contextmanager
+    @abstractmethod
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """A readable local path for ``key`` for the duration of the block (no copy when local)."""
+
+    def put_json(self, obj, key: str) -> None:
+        self.put_bytes(json.dumps(obj, indent=1, sort_keys=True).encode(), key)
+
+    def get_json(self, key: str):
+        return json.loads(self.get_bytes(key))

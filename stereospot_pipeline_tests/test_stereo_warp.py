@@ -1,0 +1,124 @@
+"""Warps: quality against a real stereo pair, geometry, occlusion, batching, per-eye options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from skimage.data import stereo_motorcycle
+
+from stereospot_pipeline.stereo.params import StereoParams, WarpMethod
+from stereospot_pipeline.stereo.warp import eye_shift, render_view, right_from_left_disparity, synthesize_views
+
+BLUE, RED = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0])
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, border: int = 32) -> float:
+    mse = ((a - b)[..., border:-border, border:-border] ** 2).mean()
+    return float(10 * torch.log10(1 / mse))
+
+
+@pytest.fixture(scope="module")
+def motorcycle() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    left, right, disparity = stereo_motorcycle()
+    to_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    return to_tensor(left), to_tensor(right), torch.from_numpy(disparity)[None, None]
+
+
+def test_forward_fill_beats_backward_on_a_real_stereo_pair(motorcycle):
+    left, right, disparity = motorcycle
+    backward = _psnr(right_from_left_disparity(left, disparity, WarpMethod.BACKWARD), right)
+    forward = _psnr(right_from_left_disparity(left, disparity, WarpMethod.FORWARD_FILL), right)
+    assert 16.5 <= backward <= 19.0
+    assert forward >= 21.0
+    assert forward >= backward + 3.0
+
+
+def _square_scene(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """A near red square (depth 1) in front of a far blue wall (depth 0): [1,3,H,W], [1,1,H,W]."""
+    image = BLUE.view(1, 3, 1, 1).repeat(1, 1, size, size)
+    depth = torch.zeros(1, 1, size, size)
+    image[..., 24:40, 24:40] = RED.view(1, 3, 1, 1)
+    depth[..., 24:40, 24:40] = 1.0
+    return image, depth
+
+
+def _red_centre_x(view: torch.Tensor) -> float:
+    red = (view[0, 0] > 0.5) & (view[0, 2] < 0.5)
+    return float(red.nonzero()[:, 1].float().mean())
+
+
+@pytest.mark.parametrize("method", list(WarpMethod))
+def test_near_content_moves_right_in_left_eye_and_left_in_right_eye(method):
+    image, depth = _square_scene()
+    # The wall on the screen plane stays put, so the square's motion is its disparity.
+    params = StereoParams(divergence=10.0, convergence=0.0, method=method)
+    left, right = synthesize_views(image, depth, params)
+    source = _red_centre_x(image)
+    assert _red_centre_x(left) > source + 0.5
+    assert _red_centre_x(right) < source - 0.5
+
+
+def test_forward_fill_moves_the_near_square_by_the_eye_shift():
+    image, depth = _square_scene()
+    params = StereoParams(divergence=10.0, convergence=0.5, method=WarpMethod.FORWARD_FILL)
+    left, right = synthesize_views(image, depth, params)
+    # 10 % of 64 px / 2 * (1 - 0.5) = 1.6 px per eye.
+    assert _red_centre_x(left) == pytest.approx(_red_centre_x(image) + 1.6, abs=0.5)
+    assert _red_centre_x(right) == pytest.approx(_red_centre_x(image) - 1.6, abs=0.5)
+
+
+def test_forward_fill_keeps_the_near_surface_and_fills_holes_with_background():
+    image, depth = _square_scene()
+    key = depth * 6.0
+    right = render_view(image, key, -depth * 6.0, WarpMethod.FORWARD_FILL)  # square moves 6 px left
+    row = right[0, :, 32]
+    assert torch.allclose(row[:, 18:34].T, RED.expand(16, 3))  # the square covers the wall
+    assert torch.allclose(row[:, 34:40].T, BLUE.expand(6, 3))  # uncovered wall: background colour
+    assert torch.allclose(row[:, :18].T, BLUE.expand(18, 3))
+
+
+@pytest.mark.parametrize("method", list(WarpMethod))
+def test_batch_equals_items(method):
+    torch.manual_seed(0)
+    image = torch.rand(3, 3, 20, 30)
+    depth = torch.rand(3, 1, 20, 30)
+    params = StereoParams(divergence=8.0, method=method)
+    batched = synthesize_views(image, depth, params)
+    for i in range(3):
+        single = synthesize_views(image[i:i + 1], depth[i:i + 1], params)
+        for eye_batched, eye_single in zip(batched, single):
+            assert torch.allclose(eye_batched[i:i + 1], eye_single, atol=1e-6)
+
+
+def test_sub_pixel_shift_interpolates():
+    ramp = torch.arange(10.0).view(1, 1, 1, 10).expand(1, 3, 2, 10)
+    shift = torch.full((1, 1, 2, 10), 0.5)
+    for method in WarpMethod:
+        out = render_view(ramp, torch.zeros_like(shift), shift, method)
+        assert torch.allclose(out[..., 2:8], ramp[..., 2:8] - 0.5), method
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_single_synthetic_view_keeps_the_other_eye_and_doubles_the_shift(side):
+    image, depth = _square_scene()
+    both = synthesize_views(image, depth, StereoParams(divergence=10.0))
+    left, right = synthesize_views(image, depth, StereoParams(divergence=10.0, synthetic_view=side))
+    original, synthetic = (right, left) if side == "left" else (left, right)
+    assert torch.equal(original, image)
+    disparity = _red_centre_x(both[0]) - _red_centre_x(both[1])
+    assert _red_centre_x(left) - _red_centre_x(right) == pytest.approx(disparity, abs=0.6)
+
+
+def test_ipd_offset_adds_a_constant_shift():
+    depth = torch.rand(1, 1, 40, 100)
+    base = eye_shift(depth, StereoParams())
+    offset = eye_shift(depth, StereoParams(ipd_offset=1.0))
+    assert torch.allclose(offset - base, torch.full_like(base, 0.5))  # 1 % of 100 px / 2
+
+
+def test_preserve_screen_border_pins_the_frame_edges():
+    torch.manual_seed(1)
+    image, depth = torch.rand(1, 3, 32, 200), torch.rand(1, 1, 32, 200)
+    shift = eye_shift(depth, StereoParams(divergence=10.0, preserve_screen_border=True))
+    assert shift[..., 0].abs().max() == 0 and shift[..., -1].abs().max() == 0
+    assert torch.equal(shift[..., 20:180], eye_shift(depth, StereoParams(divergence=10.0))[..., 20:180])
