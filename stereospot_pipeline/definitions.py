@@ -4,30 +4,41 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from stereospot_pipeline.defs.assets.final import final_video
+from stereospot_pipeline.defs.analytics import conversion_analytics
+from stereospot_pipeline.defs.assets.final import final_video, published_video
 from stereospot_pipeline.defs.assets.segments import segments
 from stereospot_pipeline.defs.assets.source import source_video
 from stereospot_pipeline.defs.assets.stereo import stereo_segments
+from stereospot_pipeline.defs.checks import VIDEO_CHECKS
 from stereospot_pipeline.defs.inbox import LocalInbox, inbox_sensor
 from stereospot_pipeline.defs.jobs import convert_video
 from stereospot_pipeline.defs.resources import build_resources
+from stereospot_pipeline.defs.s3_sensor import S3Inbox, s3_inbox_sensor
 from stereospot_pipeline.settings import Settings
 
-CONVERSION_ASSETS = [source_video, segments, stereo_segments, final_video]
+# One video's conversion; the blocking VIDEO_CHECKS run between final_video and published_video.
+CONVERSION_ASSETS = [source_video, segments, stereo_segments, final_video, published_video]
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings()
     resources = build_resources(settings)
-    resources["inbox"] = LocalInbox(
-        path=settings.url(settings.inbox_url, "inbox"),
-        settle_seconds=settings.inbox_settle_seconds,
-        max_per_tick=settings.inbox_max_per_tick,
-    )
+    if (settings.inbox_url or "").startswith("s3://"):
+        resources["inbox"] = S3Inbox(url=settings.inbox_url, endpoint_url=settings.s3_endpoint_url,
+                                     max_per_tick=settings.inbox_max_per_tick)
+        inbox = s3_inbox_sensor
+    else:
+        resources["inbox"] = LocalInbox(
+            path=settings.url(settings.inbox_url, "inbox"),
+            settle_seconds=settings.inbox_settle_seconds,
+            max_per_tick=settings.inbox_max_per_tick,
+        )
+        inbox = inbox_sensor
     return Definitions(
-        assets=CONVERSION_ASSETS,
+        assets=[*CONVERSION_ASSETS, conversion_analytics],
+        asset_checks=VIDEO_CHECKS,
         jobs=[convert_video],
-        sensors=[inbox_sensor],
+        sensors=[inbox],
         resources=resources,
     )
 

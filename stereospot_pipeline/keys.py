@@ -28,6 +28,10 @@ def stereo_result(key: str, fingerprint: str, index: int) -> str:
     return f"stereo/{key}/{fingerprint}/{index:05d}.json"
 
 
+def depth_range(key: str, range_id: str) -> str:
+    return f"stereo/{key}/depth-range-{range_id}.json"
+
+
 def stereo_manifest(key: str) -> str:
     return f"stereo/{key}/manifest.json"
 

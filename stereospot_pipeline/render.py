@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.codec import VideoWriter, iter_frames, pad_even
+from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
 from stereospot_pipeline.stereo.convert import StereoConverter
 from stereospot_pipeline.stereo.layout import output_size
 from stereospot_pipeline.stereo.params import Layout, StereoParams
@@ -42,6 +44,11 @@ class RenderResult(BaseModel):
     depth_model: str
     mean_depth: float
     max_shift_px: float
+    first_mean_depth: float
+    last_mean_depth: float
+    mean_depth_steps: float  # summed |change| of the per-frame mean depth between adjacent frames
+    depth_min: float
+    depth_max: float
 
 
 class _Stopped(Exception):
@@ -86,10 +93,11 @@ def _get(q: queue.Queue, stop: threading.Event):
             continue
 
 
-def render_segment(chunk: Path, out: Path, params: StereoParams, *, expected_frames: int | None = None,
+def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: SegmentPlan | None = None,
                    converter: StereoConverter | None = None,
                    on_progress: Callable[[int], None] | None = None) -> RenderResult:
-    """Convert every frame of ``chunk`` into ``out`` (MP4, H.264) in ``params.layout``.
+    """Convert the frames of ``chunk`` (those of ``plan``'s segment, or all) into ``out`` (MP4,
+    H.264) in ``params.layout``.
 
     Decode, stereo compute and encode run in three threads joined by small bounded queues, so
     the CPU-bound encoder overlaps with compute and memory does not grow with the segment.
@@ -100,11 +108,15 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, expected_fra
     packed: queue.Queue = queue.Queue(maxsize=2)
     started = time.perf_counter()
 
+    # Frames leave in the source's timeline, so the final mux needs no per-segment offsets.
+    offset = chunk_offset(chunk, plan) if plan else Fraction(0)
+
     def decode() -> None:
         batch, stamps = [], []
-        for rgb, pts, tb in iter_frames(chunk):
+        keep = (lambda t: plan.contains(t - offset)) if plan else None
+        for rgb, pts, tb in iter_frames(chunk, keep):
             batch.append(rgb)
-            stamps.append(pts)
+            stamps.append(pts - round(offset / tb))
             if len(batch) == params.batch_size:
                 _put(batches, (np.stack(batch), stamps, tb), stop)
                 batch, stamps = [], []
@@ -161,15 +173,17 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, expected_fra
     if done == 0:
         raise InvalidVideoError(str(chunk), "no frame of this segment could be decoded",
                                 "the stream is damaged; re-export the source")
-    if expected_frames is not None and done != expected_frames:
-        raise InvalidVideoError(str(chunk), f"decoded {done} frames, expected {expected_frames}",
+    if plan is not None and done != plan.frames:
+        raise InvalidVideoError(str(chunk), f"decoded {done} frames, expected {plan.frames}",
                                 "the stream is damaged in this segment; re-export the source")
     seconds = time.perf_counter() - started
     st = converter.stats
     return RenderResult(frames=done, seconds=seconds, fps=done / seconds if seconds else 0.0,
                         width=size[0], height=size[1], device=str(converter.device),
                         depth_model=converter.estimator.name, mean_depth=st.mean_depth,
-                        max_shift_px=st.max_abs_shift_px)
+                        max_shift_px=st.max_abs_shift_px, first_mean_depth=st.first_mean_depth,
+                        last_mean_depth=st.last_mean_depth, mean_depth_steps=st.mean_depth_steps,
+                        depth_min=st.depth_min, depth_max=st.depth_max)
 
 
 def packed_size(width: int, height: int, layout: Layout) -> tuple[int, int]:

@@ -17,5 +17,7 @@ STEREO_SEGMENT_SCHEMA = TableSchema(columns=[
     TableColumn("device", "string"),
     TableColumn("mean_depth", "float"),
     TableColumn("max_shift_px", "float"),
+    TableColumn("depth_min", "float", description="range of the normalised depth used (0 far .. 1 near)"),
+    TableColumn("depth_max", "float"),
     TableColumn("reused", "bool"),
 ])

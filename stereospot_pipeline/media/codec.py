@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,14 +10,17 @@ import av
 import numpy as np
 
 
-def iter_frames(path: Path) -> Iterator[tuple[np.ndarray, int, Fraction]]:
-    """Yield (rgb uint8 [H,W,3], pts, time_base) for every frame of the first video track."""
+def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None,
+                ) -> Iterator[tuple[np.ndarray, int, Fraction]]:
+    """Yield (rgb uint8 [H,W,3], pts, time_base) for each frame of the first video track whose
+    time (seconds) passes ``keep``; the others are decoded (as references) but not converted."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threading roughly doubles decode speed
         for frame in container.decode(stream):
             pts = frame.pts if frame.pts is not None else frame.dts
-            yield frame.to_ndarray(format="rgb24"), pts, frame.time_base
+            if keep is None or keep(pts * frame.time_base):
+                yield frame.to_ndarray(format="rgb24"), pts, frame.time_base
 
 
 class VideoWriter:

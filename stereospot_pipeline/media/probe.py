@@ -11,9 +11,9 @@ from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
 
-# Leading pictures of an open GOP are coded after their keyframe but shown before it; a cut at such
-# a keyframe would lose them. This many packets after a keyframe are enough to see any of them.
-_LEADING_PICTURE_WINDOW = 16
+# Some containers (MPEG-PS, AVI) leave B-frame packets without a presentation timestamp; have the
+# demuxer fill them in, identically here and in the ffmpeg cut, so both see one timeline.
+GENPTS = {"fflags": "+genpts"}
 
 
 class AudioInfo(BaseModel):
@@ -26,11 +26,10 @@ class AudioInfo(BaseModel):
 
 
 class KeyFrame(BaseModel):
-    """A keyframe where the stream can be cut losslessly: no frame after it refers back."""
+    """A keyframe: where decoding can (re)start."""
 
-    frame: int  # presentation index
-    time: str  # exact seconds as a fraction "n/d" (float rounding would misplace cuts)
-    cut_time: float  # midway to the previous frame: an unambiguous ffmpeg -segment_times value
+    frame: int  # presentation index (frames shown before it)
+    time: str  # exact seconds as a fraction "n/d": float rounding would misplace cuts
 
 
 class VideoInfo(BaseModel):
@@ -67,7 +66,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     if size == 0:
         raise _fail(path, "file is empty (0 bytes)", "the upload or copy may have failed; provide the file again")
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), metadata_errors="ignore", options=GENPTS)
     except av.error.FFmpegError as exc:
         raise _fail(path, f"not a readable video ({exc.strerror or exc})",
                     "the file may be truncated or not a video; re-export or re-download it") from exc
@@ -111,23 +110,16 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         container_name = container.format.name
         start_time = container.start_time / av.time_base if container.start_time is not None else float(min(times))
 
-    ordered = sorted(times)
+    # A timestamp shown twice is one picture (e.g. a stray non-picture packet), not two.
+    ordered = sorted(set(times))
     frame_dur = _typical_frame_duration(ordered)
     duration = float(ordered[-1] - ordered[0] + frame_dur)
     if declared and len(ordered) > 1 and duration < 0.8 * declared - 1.0:
         raise _fail(path, f"video ends at {duration:.2f}s but the file declares {declared:.2f}s (truncated)",
                     "the file is incomplete; re-download or re-copy it")
     rank = {t: i for i, t in enumerate(ordered)}
-    keyframes = []
-    for i, (t, is_key) in enumerate(decode_order):
-        if not is_key:
-            continue
-        following = decode_order[i + 1 : i + 1 + _LEADING_PICTURE_WINDOW]
-        if any(ft < t for ft, _ in following):
-            continue
-        r = rank[t]
-        prev = ordered[r - 1] if r else t - frame_dur
-        keyframes.append(KeyFrame(frame=r, time=str(t), cut_time=float((prev + t) / 2)))
+    keyframes = sorted((KeyFrame(frame=rank[t], time=str(t)) for t, is_key in decode_order if is_key),
+                       key=lambda k: k.frame)
     return VideoInfo(
         path=str(path), container=container_name, size_bytes=size, codec=ctx.name,
         width=ctx.width, height=ctx.height, pix_fmt=ctx.format.name if ctx.format else None,

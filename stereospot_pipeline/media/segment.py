@@ -1,7 +1,17 @@
-"""Plan frame-exact segments at clean keyframes and split them out with a stream copy."""
+"""Plan frame-exact segments at keyframes and cut them out by stream copy, with a pre-roll.
+
+A keyframe is not always a clean cut: open GOPs and non-IDR I-frames let the frames after it
+refer to pictures before it. So each piece starts one keyframe earlier (pre-roll) and runs a
+little past its end; the renderer decodes it and keeps exactly the frames whose timestamps fall
+in the segment. Every source frame lands in exactly one segment, decoded from full references.
+
+Muxers may shift a copied timeline (e.g. to avoid negative B-frame DTS), so each piece is
+anchored: its first keyframe is a known source keyframe, which gives the piece's offset.
+"""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -9,69 +19,117 @@ from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.ffmpeg import run_ffmpeg
-from stereospot_pipeline.media.probe import VideoInfo
+from stereospot_pipeline.media.probe import GENPTS, VideoInfo
+
+# Past the segment's end, frames still shown before the end may follow in decode order
+# (B-frame reordering, open-GOP leading pictures); a second covers any real stream.
+_TAIL_MARGIN_S = 1.0
+
+
+# The first segment starts with whatever the stream shows first, even before its first keyframe.
+_BEFORE_ANY_FRAME = "-1000000"
 
 
 class SegmentPlan(BaseModel):
     index: int
     start_frame: int
     frames: int
-    start_s: float  # relative to the start of the video
+    start_s: float  # relative to the first frame, for people
     duration_s: float
-    cut_time: float | None  # ffmpeg split time of this segment's first frame (None for the first)
+    start_time: str  # exact source timestamp of the first frame ("n/d" seconds)
+    end_time: str | None  # exact source timestamp of the next segment's first frame
+    anchor_time: str  # source timestamp of the keyframe the piece starts with
+    cut_from: float | None  # ffmpeg -ss value that starts the piece at that keyframe
+    tolerance_s: float  # timestamps may move by a rounding step through the NUT container
+
+    def contains(self, t: Fraction) -> bool:
+        """Whether source time ``t`` (seconds) belongs to this segment."""
+        tol = Fraction(self.tolerance_s)
+        if t < Fraction(self.start_time) - tol:
+            return False
+        return self.end_time is None or t < Fraction(self.end_time) - tol
 
 
 def plan_segments(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
-    """Cut at the first clean keyframe at least ``segment_seconds`` after the previous cut.
-
-    A stream copy can only start a segment at a keyframe that nothing after it refers back past,
-    so segments follow the source's GOP structure: every frame lands in exactly one segment and
-    no frame is re-encoded before the stereo step. A trailing piece shorter than a quarter
-    segment is merged into the one before it.
-    """
+    """Cut at the first keyframe at least ``segment_seconds`` after the previous cut; a trailing
+    piece shorter than a quarter segment is merged into the one before it."""
     if segment_seconds <= 0:
         raise ValueError("segment_seconds must be positive")
     fps = info.fps or 30.0
-    cuts = [kf for kf in info.keyframes if kf.frame > 0]
-    starts: list[tuple[int, float | None]] = [(0, None)]
-    for kf in cuts:
-        if (kf.frame - starts[-1][0]) / fps >= segment_seconds:
-            starts.append((kf.frame, kf.cut_time))
+    keyframes = info.keyframes
+    cuts = [0]  # indexes into keyframes; the video start needs no keyframe
+    for j, kf in enumerate(keyframes):
+        previous = keyframes[cuts[-1]].frame if len(cuts) > 1 else 0
+        if kf.frame > 0 and (kf.frame - previous) / fps >= segment_seconds:
+            cuts.append(j)
+    first_key = min(keyframes, key=lambda k: Fraction(k.time)).time if keyframes else "0"
+    # Each cut after the first decodes from the keyframe before it (pre-roll).
+    starts = [(0, None, first_key)] + [(keyframes[j].frame, keyframes[j].time, keyframes[j - 1].time)
+                                       for j in cuts[1:]]
     if len(starts) > 1 and (info.frames - starts[-1][0]) / fps < 0.25 * segment_seconds:
         starts.pop()
     plans = []
-    for i, (start, cut) in enumerate(starts):
-        end = starts[i + 1][0] if i + 1 < len(starts) else info.frames
-        plans.append(SegmentPlan(index=i, start_frame=start, frames=end - start, start_s=start / fps,
-                                 duration_s=(end - start) / fps, cut_time=cut))
+    tolerance = 0.25 / fps
+    for i, (frame, time, anchor) in enumerate(starts):
+        end_frame = starts[i + 1][0] if i + 1 < len(starts) else info.frames
+        plans.append(SegmentPlan(
+            index=i, start_frame=frame, frames=end_frame - frame, start_s=frame / fps,
+            duration_s=(end_frame - frame) / fps,
+            start_time=time or _BEFORE_ANY_FRAME,
+            end_time=starts[i + 1][1] if i + 1 < len(starts) else None,
+            anchor_time=anchor,
+            # A hair past the keyframe: ffmpeg's copy seek then starts exactly at it.
+            cut_from=float(Fraction(anchor)) + tolerance if i else None,
+            tolerance_s=tolerance,
+        ))
     return plans
 
 
 def split_video(source: Path, plans: list[SegmentPlan], out_dir: Path) -> list[Path]:
-    """Stream-copy the video track into one NUT file per plan (NUT keeps any codec and exact
-    timestamps; ``-copyts`` keeps the source timeline so the final mux needs no offsets).
-    Verifies that each piece holds exactly the planned frames."""
+    """Stream-copy each segment's video (with pre-roll and tail) into a NUT file: NUT carries any
+    codec with exact timestamps, and ``-copyts`` keeps the source timeline. Verifies that each
+    piece holds exactly the planned frames."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    pattern = out_dir / "%05d.nut"
-    args = ["-copyts", "-i", str(source), "-map", "0:v:0", "-c", "copy", "-an", "-sn", "-dn",
-            "-f", "segment", "-segment_format", "nut"]
-    times = [p.cut_time for p in plans[1:]]
-    if times:
-        args += ["-segment_times", ",".join(f"{t:.6f}" for t in times)]
-    run_ffmpeg([*args, str(pattern)], source=str(source), what="split the video into segments")
-    paths = [out_dir / f"{p.index:05d}.nut" for p in plans]
-    for plan, path in zip(plans, paths):
-        got = count_packets(path) if path.exists() else 0
+    paths = []
+    for plan in plans:
+        path = out_dir / f"{plan.index:05d}.nut"
+        args = ["-fflags", GENPTS["fflags"], "-copyts"]
+        if plan.cut_from is not None:
+            args += ["-ss", f"{plan.cut_from:.6f}"]
+        args += ["-i", str(source), "-map", "0:v:0", "-c", "copy", "-an", "-sn", "-dn"]
+        if plan.end_time is not None:
+            args += ["-to", f"{float(Fraction(plan.end_time)) + _TAIL_MARGIN_S:.6f}"]
+        run_ffmpeg([*args, "-f", "nut", str(path)], source=str(source), what=f"cut segment {plan.index}")
+        got = count_frames_in(path, plan)
         if got != plan.frames:
             raise InvalidVideoError(
                 str(source),
                 f"segment {plan.index} ({plan.start_s:.2f}s-{plan.start_s + plan.duration_s:.2f}s) "
-                f"has {got} frames after splitting, expected {plan.frames}",
-                "the stream's keyframes could not be cut cleanly; convert it with one segment",
+                f"has {got} frames after cutting, expected {plan.frames}",
+                "the stream's timestamps are irregular; convert it with one segment",
             )
+        paths.append(path)
     return paths
 
 
-def count_packets(path: Path) -> int:
+def _packet_times(path: Path):
+    """(seconds, is_keyframe) of the video packets of ``path`` in decode order."""
     with av.open(str(path)) as c:
-        return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+        stream = c.streams.video[0]
+        for p in c.demux(stream):
+            ts = p.pts if p.pts is not None else p.dts
+            if p.size and ts is not None:
+                yield ts * stream.time_base, p.is_keyframe
+
+
+def chunk_offset(path: Path, plan: SegmentPlan) -> Fraction:
+    """How far the piece's timeline sits from the source's (piece time - source time)."""
+    for t, is_key in _packet_times(path):
+        if is_key:
+            return t - Fraction(plan.anchor_time)
+    raise InvalidVideoError(str(path), f"segment {plan.index} holds no keyframe", "re-export the source")
+
+
+def count_frames_in(path: Path, plan: SegmentPlan) -> int:
+    offset = chunk_offset(path, plan)
+    return sum(1 for t, _ in _packet_times(path) if plan.contains(t - offset))

@@ -45,6 +45,13 @@ class DepthStats:
     frames: int = 0
     mean_sum: float = 0.0
     max_abs_shift_px: float = 0.0  # per eye, i.e. half the largest disparity
+    # Per-frame mean depth at both ends and its summed frame-to-frame change: the seam check
+    # compares the jump between segments with the usual change inside them.
+    first_mean_depth: float | None = None
+    last_mean_depth: float | None = None
+    mean_depth_steps: float = 0.0
+    depth_min: float = 1.0  # the depth range actually used, over every pixel of every frame
+    depth_max: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -122,11 +129,24 @@ class StereoConverter:
         # The depth debug layout shows the source frame, so it needs no warp.
         left, right = (x, x) if p.layout is Layout.DEPTH else synthesize_views(x, depth, p)
         packed = compose(left, right, p.layout, depth)
-        self.stats.frames += x.shape[0]
-        self.stats.mean_sum += float(depth.mean(dim=(1, 2, 3)).sum())
+        self._record(depth)
         shift = float(eye_shift(depth, p).abs().amax())
         self.stats.max_abs_shift_px = max(self.stats.max_abs_shift_px, shift)
         return packed.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def _record(self, depth: torch.Tensor) -> None:
+        st = self.stats
+        means = depth.mean(dim=(1, 2, 3)).tolist()
+        previous = [st.last_mean_depth] if st.last_mean_depth is not None else []
+        chain = previous + means
+        st.mean_depth_steps += sum(abs(b - a) for a, b in zip(chain, chain[1:]))
+        if st.first_mean_depth is None:
+            st.first_mean_depth = means[0]
+        st.last_mean_depth = means[-1]
+        st.frames += len(means)
+        st.mean_sum += sum(means)
+        st.depth_min = min(st.depth_min, float(depth.amin()))
+        st.depth_max = max(st.depth_max, float(depth.amax()))
 
 
 def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,

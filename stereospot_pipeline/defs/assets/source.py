@@ -7,6 +7,7 @@ from stereospot_pipeline import keys
 from stereospot_pipeline.defs.errors import reported_as_failure
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.ingest import registry_key
+from stereospot_pipeline.media.preview import frame_at, markdown_image, png_bytes, preview_key, thumbnail
 from stereospot_pipeline.media.probe import probe_video
 from stereospot_pipeline.sources import open_source
 from stereospot_pipeline.storage import ObjectStore
@@ -27,6 +28,8 @@ def source_video(context: AssetExecutionContext, store: ObjectStore) -> Material
         info = probe_video(local)
         if not (store.exists(stored) and store.size(stored) == info.size_bytes):
             store.put_file(local, stored)
+        frame = frame_at(local)
+    store.put_bytes(png_bytes(frame), preview_key(stored))
     store.put_json({**info.model_dump(), "storage_key": stored}, keys.source_info(key))
     context.log.info(f"{reg['name']}: {info.width}x{info.height} {info.codec}, {info.frames} frames, "
                      f"{info.fps:.3f} fps, {info.duration_s:.2f}s, audio tracks: {len(info.audio)}")
@@ -45,5 +48,9 @@ def source_video(context: AssetExecutionContext, store: ObjectStore) -> Material
         "duration_s": MetadataValue.float(info.duration_s),
         "size_bytes": info.size_bytes,
         "audio": MetadataValue.json([a.model_dump() for a in info.audio]),
+        "audio_layout": ", ".join(f"{a.codec} {a.layout} {a.sample_rate} Hz" for a in info.audio) or "none",
+        "preview": MetadataValue.md(markdown_image(png_bytes(thumbnail(frame)), "frame at 50%")),
+        "preview_file": MetadataValue.path(store.url(preview_key(stored))),
+        "file": MetadataValue.path(store.url(stored)),
         "clean_keyframes": len(info.keyframes),
     })

@@ -22,6 +22,7 @@ from dagster import (
     graph_asset,
     op,
 )
+from pydantic import Field
 
 from stereospot_pipeline import keys
 from stereospot_pipeline.defs.errors import reported_as_failure
@@ -30,18 +31,25 @@ from stereospot_pipeline.defs.resources import EngineResource
 from stereospot_pipeline.defs.tables import STEREO_SEGMENT_SCHEMA
 from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.render import RenderResult, render_segment
-from stereospot_pipeline.stereo.convert import StereoConverter, pick_device
+from stereospot_pipeline.media.sample import sample_frames
+from stereospot_pipeline.media.segment import SegmentPlan
+from stereospot_pipeline.stereo.convert import StereoConverter, pick_device, video_depth_range
+from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"
 
 # Production routes this op to GPU capacity through the ECS executor; locally the tags are inert.
 GPU_OP_TAGS = {"stereospot/step": "gpu"}
 
 
 class StereoConfig(Config, StereoParams):
-    """Run config of the stereo step (the same fields as the engine's StereoParams)."""
+    """Run config of the stereo step: the engine's StereoParams plus pipeline options."""
+
+    seam_free: bool = Field(
+        True, description="normalise depth with one range measured over the whole video, so "
+                          "independently converted segments join without depth jumps")
 
 
 def stereo_run_config(params: StereoParams) -> dict:
@@ -49,19 +57,43 @@ def stereo_run_config(params: StereoParams) -> dict:
     return {k: (v.name if isinstance(v, Enum) else v) for k, v in params.model_dump().items()}
 
 
+def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, engine: EngineResource,
+                             params: StereoParams, sha: str) -> dict:
+    """One nearness range for the whole video from sparse low-resolution samples, stored once
+    per video and depth setting and shared by every segment."""
+    key = context.partition_key
+    range_id = hashlib.sha256(
+        f"{sha}|{params.depth_model}|{params.depth_short_side}|{params.flip_tta}|{ENGINE_VERSION}".encode()
+    ).hexdigest()[:12]
+    stored = keys.depth_range(key, range_id)
+    if store.exists(stored):
+        return store.get_json(stored)
+    started = time.perf_counter()
+    estimator = StereoConverter(params, device=pick_device(engine.device)).estimator
+    source_key = store.get_json(keys.source_info(key))["storage_key"]
+    with store.local_copy(source_key) as src:
+        depth_range = video_depth_range(sample_frames(src, short_side=params.depth_short_side), estimator)
+    result = depth_range.model_dump(mode="json")
+    store.put_json(result, stored)
+    context.log.info(f"whole-video depth range {result} in {time.perf_counter() - started:.1f}s")
+    return result
+
+
 @op(ins={"segments": In(Nothing)}, out=DynamicOut(dict))
-def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, store: ObjectStore):
+def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, store: ObjectStore,
+                         engine: EngineResource):
     key = context.partition_key
     plan = store.get_json(keys.segment_plan(key))
     sha = store.get_json(registry_key(key))["sha256"]
     params = StereoParams.model_validate(config.model_dump())
+    depth_range = _whole_video_depth_range(context, store, engine, params, sha) if config.seam_free else None
     fingerprint = hashlib.sha256(
-        f"{sha}|{plan['plan_id']}|{params.fingerprint()}|{ENGINE_VERSION}".encode()
+        f"{sha}|{plan['plan_id']}|{params.fingerprint()}|{depth_range}|{ENGINE_VERSION}".encode()
     ).hexdigest()[:16]
     count = len(plan["segments"])
     for seg in plan["segments"]:
         task = {**seg, "video": key, "count": count, "fingerprint": fingerprint,
-                "params": params.model_dump(mode="json")}
+                "params": params.model_dump(mode="json"), "depth_range": depth_range}
         yield DynamicOutput(task, mapping_key=f"segment_{seg['index']:05d}")
 
 
@@ -77,7 +109,8 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
         context.log.info(f"{label}: already converted with these settings, reusing {out_key}")
         return {**store.get_json(result_key), "reused": True}
     params = StereoParams.model_validate(task["params"])
-    converter = StereoConverter(params, device=pick_device(engine.device))
+    depth_range = DepthRange.model_validate(task["depth_range"]) if task["depth_range"] else None
+    converter = StereoConverter(params, device=pick_device(engine.device), depth_range=depth_range)
     started = time.perf_counter()
     last_logged = [0.0]
 
@@ -95,7 +128,7 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
         out = Path(tmp) / "stereo.mp4"
         with store.local_copy(task["key"]) as chunk:
             try:
-                result: RenderResult = render_segment(chunk, out, params, expected_frames=task["frames"],
+                result: RenderResult = render_segment(chunk, out, params, plan=SegmentPlan.model_validate(task),
                                                       converter=converter, on_progress=progress)
             except Exception as exc:
                 exc.args = (f"{label} of {video} failed: {exc}",) + exc.args[1:]
@@ -137,6 +170,7 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
             [TableRecord({"index": r["index"], "frames": r["frames"], "wall_s": round(r["seconds"], 3),
                           "fps": round(r["fps"], 2), "depth_model": r["depth_model"], "device": r["device"],
                           "mean_depth": round(r["mean_depth"], 4), "max_shift_px": round(r["max_shift_px"], 2),
+                          "depth_min": round(r["depth_min"], 4), "depth_max": round(r["depth_max"], 4),
                           "reused": r["reused"]}) for r in results],
             schema=STEREO_SEGMENT_SCHEMA,
         ),

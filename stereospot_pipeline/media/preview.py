@@ -1,0 +1,70 @@
+"""Small preview images of videos, embeddable in Dagster metadata (the UI renders Markdown images
+with data URIs, so a preview needs no server of its own)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from matplotlib import image as mpimg
+
+from stereospot_pipeline.stereo.convert import StereoConverter
+from stereospot_pipeline.stereo.params import Layout, StereoParams
+
+THUMB_WIDTH = 320
+
+
+def frame_at(path: Path, fraction: float = 0.5) -> np.ndarray:
+    """uint8 RGB [H,W,3] of the first frame at or after ``fraction`` of the video's duration."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        target = (stream.start_time or 0) + int((stream.duration or 0) * fraction)
+        # Seeking lands on the keyframe before the target; decoding forward reaches it.
+        container.seek(target, stream=stream)
+        frame = None
+        for frame in container.decode(stream):
+            if frame.pts is None or frame.pts >= target:
+                break
+        if frame is None:
+            raise ValueError(f"{path} has no decodable video frame")
+        return frame.to_ndarray(format="rgb24")
+
+
+def depth_preview(rgb: np.ndarray, params: StereoParams) -> np.ndarray:
+    """The depth map (grey, white = near) the engine computes for ``rgb`` [H,W,3] with ``params``,
+    normalised on this frame alone."""
+    depth_params = params.model_copy(update={"layout": Layout.DEPTH})
+    packed = StereoConverter(depth_params, device=torch.device("cpu"))(rgb[None])
+    return packed[0, :, rgb.shape[1]:]  # the depth layout is source | depth
+
+
+def thumbnail(rgb: np.ndarray, width: int = THUMB_WIDTH) -> np.ndarray:
+    """``rgb`` [H,W,3] scaled down to ``width`` (swscale area filter; never scaled up)."""
+    h, w = rgb.shape[:2]
+    if w <= width:
+        return rgb
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    height = max(2, round(h * width / w / 2) * 2)
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    mpimg.imsave(buffer, rgb, format="png")
+    return buffer.getvalue()
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """Markdown that shows ``png`` inline (keep it a thumbnail: metadata lives in the database)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def preview_key(stored_key: str, label: str = "preview") -> str:
+    """Where the preview of the stored file ``stored_key`` goes: next to it, so it is cleaned up
+    and listed with it (``final/k/out.mp4`` -> ``final/k/out.preview.png``)."""
+    stem = stored_key.rsplit(".", 1)[0]
+    return f"{stem}.{label}.png"

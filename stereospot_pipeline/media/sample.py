@@ -1,0 +1,46 @@
+"""Cheap, sparse frame samples of a whole video (for the whole-video depth range)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def _scaled(frame: av.VideoFrame, short_side: int) -> np.ndarray:
+    scale = short_side / min(frame.width, frame.height)
+    width = max(2, round(frame.width * scale / 2) * 2)
+    height = max(2, round(frame.height * scale / 2) * 2)
+    return frame.to_ndarray(width=width, height=height, format="rgb24")
+
+
+def sample_frames(path: Path, *, every_s: float = 1.0, short_side: int = 224,
+                  max_frames: int = 240, min_keyframes: int = 8) -> Iterator[np.ndarray]:
+    """Yield up to ``max_frames`` uint8 [h,w,3] frames spread over the video, about one per
+    ``every_s`` seconds, downscaled to ``short_side``.
+
+    Decoding only keyframes skips almost all decode work; streams with too few keyframes fall
+    back to decoding everything and keeping one frame per interval.
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        total_s = float(container.duration / av.time_base) if container.duration else 0.0
+        # Enough samples to cover the video evenly, but never more than max_frames.
+        every_s = max(every_s, total_s / max_frames) if total_s else every_s
+        keyframes_only = sum(1 for p in container.demux(stream) if p.is_keyframe) >= min_keyframes
+        container.seek(0)
+        if keyframes_only:
+            stream.codec_context.skip_frame = "NONKEY"
+        yielded, next_t = 0, None
+        for frame in container.decode(stream):
+            t = frame.time if frame.time is not None else 0.0
+            if next_t is not None and t < next_t:
+                continue
+            yield _scaled(frame, short_side)
+            yielded += 1
+            next_t = t + every_s
+            if yielded >= max_frames:
+                return

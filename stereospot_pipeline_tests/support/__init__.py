@@ -1,0 +1,1 @@
+"""Test helpers shared by the S3 and Postgres tests: local servers, AWS credentials, media clips."""
