@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from stereospot_pipeline.analytics.report import Prices
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 
@@ -86,14 +87,16 @@ def convert(
                              raise_on_error=False)
     finally:
         watcher.stop()
+    _print_checks(result)
     if not result.success:
         err.print(f"[red]conversion of {input} failed[/] (run {result.run_id}):")
         for message in _failure_messages(result):
             err.print(f"  {message}")
         raise typer.Exit(1)
     meta = {m.asset_key.to_user_string(): m.materialization.metadata
-            for m in result.get_asset_materialization_events()}["final_video"]
-    produced = Path(meta["output"].value)
+            for m in result.get_asset_materialization_events()}
+    produced = Path(meta["published_video"]["output"].value)
+    meta = meta["final_video"]
     if output is not None:
         _copy_atomic(produced, output)
         produced = output
@@ -117,6 +120,56 @@ def ui(port: int = typer.Option(3000, help="port on 127.0.0.1")) -> None:
     # reset it so `dagster dev` can be stopped.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execv(exe, [exe, "dev", *target, "-h", "127.0.0.1", "-p", str(port)])
+
+
+@app.command()
+def report(
+    out_dir: Path | None = typer.Option(None, "--out", help="folder for the CSV and charts "
+                                        "[default: STEREOSPOT_HOME/report]"),
+    cpu_hour_usd: float = typer.Option(Prices().cpu_hour_usd, help="price of one CPU machine hour"),
+    gpu_hour_usd: float = typer.Option(Prices().gpu_hour_usd, help="price of one GPU machine hour"),
+) -> None:
+    """Cost and speed of every conversion in the local instance (as the conversion_analytics asset)."""
+    from dagster import DagsterInstance
+    from rich.table import Table
+
+    from stereospot_pipeline.analytics.files import report_files
+    from stereospot_pipeline.analytics.gather import gather
+    from stereospot_pipeline.analytics.report import video_rows
+
+    settings = Settings()
+    prepare_instance(settings)
+    prices = Prices(cpu_hour_usd=cpu_hour_usd, gpu_hour_usd=gpu_hour_usd)
+    conversions = gather(DagsterInstance.get())
+    rows = video_rows(conversions, prices)
+    table = Table(title=f"Conversions (CPU ${prices.cpu_hour_usd}/h, GPU ${prices.gpu_hour_usd}/h)")
+    for column in ("video", "resolution", "video min", "frames", "fps", "compute s/video min",
+                   "segment s min/median/max", "failed runs", "retries", "cost $", "$/video min"):
+        table.add_column(column, justify="left" if column in ("video", "resolution") else "right")
+    for r in rows:
+        table.add_row(r.video, r.resolution, f"{r.video_min:.2f}", str(r.frames), f"{r.fps:.1f}",
+                      f"{r.compute_s_per_video_min:.0f}",
+                      f"{r.segment_s_min:.1f}/{r.segment_s_median:.1f}/{r.segment_s_max:.1f}",
+                      str(r.failed_runs), str(r.retries), f"{r.cost_usd:.5f}", f"{r.cost_per_video_min_usd:.5f}")
+    out.print(table)
+    folder = out_dir or settings.resolved_home / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = report_files(conversions, prices)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    out.print(f"wrote {', '.join(files)} to {folder}")
+
+
+def _print_checks(result) -> None:
+    """One line per asset check of the run: failures say why, blocking ones stop publishing."""
+    for check in result.get_asset_check_evaluations():
+        if check.passed:
+            mark = "[green]passed[/]"
+        elif check.severity.value == "WARN":
+            mark = "[yellow]warning[/]"
+        else:
+            mark = "[red]FAILED[/]"
+        out.print(f"check {check.check_name}: {mark} - {check.description}")
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

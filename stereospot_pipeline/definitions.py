@@ -10,19 +10,21 @@ from stereospot_pipeline.defs.assets.segments import segments
 from stereospot_pipeline.defs.assets.source import source_video
 from stereospot_pipeline.defs.assets.stereo import stereo_segments
 from stereospot_pipeline.defs.checks import VIDEO_CHECKS
+from stereospot_pipeline.defs.executor import build_executor, execution_resources
 from stereospot_pipeline.defs.inbox import LocalInbox, inbox_sensor
 from stereospot_pipeline.defs.jobs import convert_video
 from stereospot_pipeline.defs.resources import build_resources
 from stereospot_pipeline.defs.s3_sensor import S3Inbox, s3_inbox_sensor
 from stereospot_pipeline.settings import Settings
 
-# One video's conversion; the blocking VIDEO_CHECKS run between final_video and published_video.
-CONVERSION_ASSETS = [source_video, segments, stereo_segments, final_video, published_video]
+# One video's conversion, checks included: the blocking ones run between final_video and
+# published_video, so materializing this list never publishes an output that failed them.
+CONVERSION_ASSETS = [source_video, segments, stereo_segments, final_video, *VIDEO_CHECKS, published_video]
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings()
-    resources = build_resources(settings)
+    resources = {**build_resources(settings), **execution_resources(settings)}
     if (settings.inbox_url or "").startswith("s3://"):
         resources["inbox"] = S3Inbox(url=settings.inbox_url, endpoint_url=settings.s3_endpoint_url,
                                      max_per_tick=settings.inbox_max_per_tick)
@@ -36,10 +38,10 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         inbox = inbox_sensor
     return Definitions(
         assets=[*CONVERSION_ASSETS, conversion_analytics],
-        asset_checks=VIDEO_CHECKS,
         jobs=[convert_video],
         sensors=[inbox],
         resources=resources,
+        executor=build_executor(settings),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,10 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="torch device for the stereo step: auto, cpu, cuda")
     inbox_settle_seconds: float = Field(2.0, ge=0, description="a file must be unchanged this long")
     inbox_max_per_tick: int = Field(10, ge=1, description="new videos registered per sensor tick")
+    executor: Literal["local", "ecs"] = Field(
+        "local", description="local: steps in the run's process(es); ecs: each step its own ECS task")
+    gpu_capacity_provider: str | None = Field(None, description="ECS capacity provider of GPU instances")
+    gpu_task_definition: str | None = Field(None, description="ECS task definition of the GPU step")
 
     @cached_property
     def resolved_home(self) -> Path:

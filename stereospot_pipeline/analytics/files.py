@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stereospot_pipeline.analytics import plots
-from stereospot_pipeline.analytics.gather import Conversion
+from stereospot_pipeline.analytics.report import Conversion
 from stereospot_pipeline.analytics.report import Prices, cost_by_resolution, to_csv, video_rows
 
 CSV = "conversions.csv"

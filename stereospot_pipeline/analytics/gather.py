@@ -3,36 +3,10 @@ conversion assets and run records. Everything else works on these plain records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-VIDEOS = "videos"  # the dynamic partitions definition's name
-
-
-@dataclass(frozen=True)
-class SegmentTiming:
-    index: int
-    seconds: float
-    reused: bool
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """One converted video, as its latest materializations and runs recorded it."""
-
-    video: str
-    converted_at: float  # unix time of the final_video materialization
-    resolution: str  # of the source
-    pixels: int
-    duration_s: float  # of the source
-    frames: int  # of the output
-    run_s: float  # wall time of the run that produced final_video
-    render_s: float  # stereo step: segment render time actually spent (reused segments cost 0)
-    device: str
-    segments: tuple[SegmentTiming, ...]
-    failed_runs: int
-    retries: int  # step retries plus re-executed runs
+from stereospot_pipeline.analytics.report import Conversion, SegmentTiming
+from stereospot_pipeline.defs.partitions import videos
 
 
 def _latest_metadata(instance: DagsterInstance, asset: str, partition: str):
@@ -44,7 +18,7 @@ def _latest_metadata(instance: DagsterInstance, asset: str, partition: str):
 def gather(instance: DagsterInstance) -> list[Conversion]:
     """Every video partition with a final video, oldest conversion first."""
     conversions = []
-    for video in instance.get_dynamic_partitions(VIDEOS):
+    for video in instance.get_dynamic_partitions(videos.name):
         final = _latest_metadata(instance, "final_video", video)
         source = _latest_metadata(instance, "source_video", video)
         stereo = _latest_metadata(instance, "stereo_segments", video)

@@ -6,10 +6,34 @@ import csv
 import io
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from stereospot_pipeline.analytics.gather import Conversion
+
+@dataclass(frozen=True)
+class SegmentTiming:
+    index: int
+    seconds: float
+    reused: bool
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One converted video, as its latest materializations and runs recorded it."""
+
+    video: str
+    converted_at: float  # unix time of the final_video materialization
+    resolution: str  # of the source
+    pixels: int
+    duration_s: float  # of the source
+    frames: int  # of the output
+    run_s: float  # wall time of the run that produced final_video
+    render_s: float  # stereo step: segment render time actually spent (reused segments cost 0)
+    device: str
+    segments: tuple[SegmentTiming, ...]
+    failed_runs: int
+    retries: int  # step retries plus re-executed runs
 
 
 class Prices(BaseModel):

@@ -2,6 +2,7 @@
 
 
 import hashlib
+import json
 from enum import Enum
 import tempfile
 import time
@@ -88,7 +89,8 @@ def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, stor
     params = StereoParams.model_validate(config.model_dump())
     depth_range = _whole_video_depth_range(context, store, engine, params, sha) if config.seam_free else None
     fingerprint = hashlib.sha256(
-        f"{sha}|{plan['plan_id']}|{params.fingerprint()}|{depth_range}|{ENGINE_VERSION}".encode()
+        f"{sha}|{plan['plan_id']}|{params.fingerprint()}|{json.dumps(depth_range, sort_keys=True)}|"
+        f"{ENGINE_VERSION}".encode()
     ).hexdigest()[:16]
     count = len(plan["segments"])
     for seg in plan["segments"]:
@@ -153,7 +155,7 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
     }
     store.put_json(manifest, keys.stereo_manifest(key))
     frames = sum(r["frames"] for r in results)
-    wall = sum(r["seconds"] for r in results if not r["reused"])
+    wall = sum((r["seconds"] for r in results if not r["reused"]), 0.0)
     return Output(manifest, metadata={
         "segments": len(results),
         "frames": frames,

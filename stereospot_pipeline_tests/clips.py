@@ -1,0 +1,42 @@
+"""Test clips: generated with the bundled ffmpeg, or real footage from the shared corpus."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "cockatoo.mp4"
+_FETCH = REPO.parent / "shared" / "media" / "fetch-real-clips.sh"
+
+
+def make_clip(path: Path, *, seconds: float = 2.0, fps: int = 10, size: str = "160x96", gop: int = 10,
+              audio: bool = True, codec: str = "libx264") -> Path:
+    """A textured, moving test pattern (testsrc2) with an optional sine tone."""
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y",
+           "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
+    cmd += ["-c:v", codec, "-g", str(gop), "-pix_fmt", "yuv420p"]
+    if audio:
+        cmd += ["-c:a", "aac", "-shortest"]
+    subprocess.run([*cmd, str(path)], check=True)
+    return path
+
+
+def real_clips(dest: Path) -> dict[str, Path]:
+    """The shared real-world corpus (cached in ``dest``), by file name."""
+    out = subprocess.run(["bash", str(_FETCH), str(dest)], check=True, capture_output=True, text=True).stdout
+    return {Path(line).name: Path(line) for line in out.split()}
+
+
+def decode_all(path: Path):
+    """(frames as rgb arrays' count, width, height, duration_s, has_audio) by decoding everything."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        frames = [f for f in c.decode(stream)]
+        has_audio = bool(c.streams.audio)
+        return frames, has_audio

@@ -1,0 +1,150 @@
+"""The asset checks on final_video: good conversions pass, each kind of bad output fails the
+right check, and a failing blocking check keeps the output out of the outbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import pytest
+from dagster import AssetCheckSeverity
+
+from stereospot_pipeline.defs.assets import final
+from stereospot_pipeline.defs.checks import (
+    audio_durations,
+    audio_matches,
+    comfortable_parallax,
+    decode_all,
+    decodes_fully,
+    frames_match,
+    geometry_matches,
+    seam_continuity,
+)
+from stereospot_pipeline.media.probe import probe_video
+from stereospot_pipeline.stereo.params import Layout
+from stereospot_pipeline_tests.clips import make_clip
+from stereospot_pipeline_tests.conftest import convert, metadata
+
+BLOCKING = {"frames_match_source", "audio_matches_source", "decodes_without_errors", "layout_geometry"}
+
+
+def _checks(result) -> dict:
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+def test_good_conversion_passes_every_check_and_is_published(instance, resources, settings, tmp_path):
+    clip = make_clip(tmp_path / "good.mp4", seconds=2.0, size="160x96", gop=5)
+    key, result = convert(instance, resources, clip, segment_seconds=1.0)
+    assert result.success
+    checks = _checks(result)
+    assert set(checks) == BLOCKING | {"comfortable_disparity", "seamless_depth"}
+    assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items()}
+    assert checks["seamless_depth"].metadata["seams"].value == 1
+    published = Path(metadata(result, "published_video")["output"])
+    assert published == settings.resolved_home / "outbox" / "good_LRF_Full_SBS.mp4" and published.is_file()
+
+
+def test_failing_blocking_check_stops_publishing(instance, resources, settings, tmp_path, monkeypatch):
+    """A join that loses the last segment: final_video is stored, the frame check fails, the
+    outbox stays empty."""
+    real_join = final.concat_and_mux
+    monkeypatch.setattr(final, "concat_and_mux", lambda parts, *args: real_join(parts[:-1], *args))
+    clip = make_clip(tmp_path / "bad.mp4", seconds=2.0, size="160x96", gop=5)
+    key, result = convert(instance, resources, clip, segment_seconds=1.0)
+    assert not result.success
+    checks = _checks(result)
+    assert not checks["frames_match_source"].passed
+    assert checks["frames_match_source"].severity is AssetCheckSeverity.ERROR
+    assert checks["layout_geometry"].passed  # the frames that are there are fine
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "final_video" in materialized and "published_video" not in materialized
+    assert not list((settings.resolved_home / "outbox").glob("*.mp4"))
+
+
+def _faststart(src: Path, dest: Path) -> Path:
+    """``src`` remuxed with the index first (as published outputs are), so a cut file still opens."""
+    with av.open(str(src)) as inp, av.open(str(dest), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dest
+
+
+def test_frame_and_decode_checks_catch_a_truncated_output(tmp_path):
+    source = _faststart(make_clip(tmp_path / "src.mp4", seconds=2.0, gop=5, audio=False), tmp_path / "fs.mp4")
+    src = probe_video(source)
+    assert frames_match(src, src).passed
+    decoded, error = decode_all(source)
+    assert decodes_fully(decoded, src.frames, error).passed
+    whole = source.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(whole[: len(whole) // 2])  # an interrupted copy
+    cut = probe_video(truncated)
+    result = frames_match(src, cut)
+    assert not result.passed and f"{cut.frames} frames" in result.description
+    decoded, error = decode_all(truncated)
+    assert not decodes_fully(decoded, cut.frames, error).passed
+
+
+def test_decode_check_catches_corrupt_video_data(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2.0, size="192x108", gop=20)
+    data = bytearray(clip.read_bytes())
+    start = len(data) // 3
+    data[start:start + 4000] = bytes((b * 7 + 13) % 256 for b in data[start:start + 4000])
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bytes(data))
+    decoded, error = decode_all(corrupt)
+    result = decodes_fully(decoded, probe_video(corrupt).frames, error)
+    assert not result.passed
+
+
+def test_audio_check_requires_audio_exactly_when_the_source_has_it(tmp_path):
+    with_audio = make_clip(tmp_path / "a.mp4", audio=True)
+    silent = make_clip(tmp_path / "s.mp4", audio=False)
+    shorter = make_clip(tmp_path / "short.mp4", seconds=1.0, audio=True)
+    assert audio_durations(silent) == []
+    assert audio_durations(with_audio)[0] >= 1.9
+    assert audio_matches(audio_durations(with_audio), audio_durations(with_audio), 10).passed
+    assert audio_matches([], audio_durations(silent), 10).passed
+    assert not audio_matches(audio_durations(with_audio), audio_durations(silent), 10).passed
+    assert not audio_matches([], audio_durations(with_audio), 10).passed
+    assert not audio_matches(audio_durations(with_audio), audio_durations(shorter), 10).passed
+
+
+def test_geometry_check_knows_each_layout(tmp_path):
+    src = probe_video(make_clip(tmp_path / "src.mp4", size="160x96", audio=False))
+    sbs = probe_video(make_clip(tmp_path / "sbs.mp4", size="320x96", audio=False))
+    assert geometry_matches(src, sbs, Layout.FULL_SBS).passed
+    assert geometry_matches(src, src, Layout.HALF_SBS).passed
+    wrong = geometry_matches(src, src, Layout.FULL_SBS)
+    assert not wrong.passed and "expected 320x96" in wrong.description
+    assert not geometry_matches(src, sbs, Layout.FULL_TB).passed
+
+
+def test_parallax_over_the_limit_warns():
+    # disparity = 2 x per-eye shift: 2 x 3 px = 6 px = 3.75% of 160 px
+    over = comfortable_parallax([1.0, 3.0], frame_width=160, max_fraction=0.03)
+    assert not over.passed and over.severity is AssetCheckSeverity.WARN
+    assert over.metadata["max_disparity_px"].value == 6.0
+    assert comfortable_parallax([1.0, 2.0], frame_width=160, max_fraction=0.03).passed
+
+
+def _segment(first: float, last: float, frames: int = 11, steps: float | None = None) -> dict:
+    return {"frames": frames, "first_mean_depth": first, "last_mean_depth": last,
+            "mean_depth_steps": abs(last - first) if steps is None else steps}
+
+
+def test_seam_check_compares_jumps_with_change_inside_segments():
+    smooth = [_segment(0.50, 0.60), _segment(0.61, 0.70), _segment(0.71, 0.80)]
+    assert seam_continuity(smooth, max_ratio=3.0, jump_floor=0.02).passed
+    # Inside: 0.01/frame; the second seam jumps 0.15 (each segment normalised on its own).
+    jumpy = [_segment(0.50, 0.60), _segment(0.61, 0.70), _segment(0.55, 0.65)]
+    result = seam_continuity(jumpy, max_ratio=3.0, jump_floor=0.02)
+    assert not result.passed and result.severity is AssetCheckSeverity.WARN
+    assert result.metadata["max_jump"].value == pytest.approx(0.15)
+    # Still footage: no change inside, a jump below the floor still passes.
+    still = [_segment(0.5, 0.5, steps=0.0), _segment(0.51, 0.51, steps=0.0)]
+    assert seam_continuity(still, max_ratio=3.0, jump_floor=0.02).passed
+    assert seam_continuity([_segment(0.2, 0.9)], max_ratio=3.0, jump_floor=0.02).passed
