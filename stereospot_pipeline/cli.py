@@ -20,8 +20,8 @@ from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn 2D videos into stereo 3D.")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _TOKEN_TAG = "stereospot/cli-token"

@@ -88,6 +88,10 @@ def test_new_same_and_changed_uploads(inbox):
     assert [r.run_key for r in changed.run_requests] == [f"{new_key}@{changed_etag}"]
     assert inbox.instance.get_dynamic_partitions(videos.name) == [key, new_key]
 
+    # The same bytes under another name are the same video (one partition per content).
+    inbox.upload("incoming/copy of the trip.mp4", b"edited cut")
+    assert inbox.tick().run_requests == []
+
 
 def test_non_videos_and_empty_objects_are_skipped_with_a_reason(inbox, capsys):
     inbox.upload("incoming/notes.txt")
@@ -128,7 +132,7 @@ def test_a_large_backlog_is_worked_through_a_bounded_number_per_tick(s3_endpoint
 def test_the_cursor_trails_the_clock_and_forgets_old_objects(s3_endpoint, tmp_path):
     inbox = Inbox(s3_endpoint, tmp_path)
     inbox.resources["inbox"] = S3Inbox(url="s3://in-bucket/incoming", endpoint_url=s3_endpoint, lag_seconds=0)
-    inbox.upload("incoming/a.mp4")
+    inbox.upload("incoming/a.mp4", b"bytes of a")
     assert len(inbox.tick().run_requests) == 1
     state = json.loads(inbox.cursor)
     # With no lag, the object is older than `since`, so the cursor does not keep it.
@@ -137,7 +141,7 @@ def test_the_cursor_trails_the_clock_and_forgets_old_objects(s3_endpoint, tmp_pa
     # A default lag keeps recent objects in `seen` so late listings are still deduplicated.
     inbox.resources["inbox"] = S3Inbox(url="s3://in-bucket/incoming", endpoint_url=s3_endpoint)
     inbox.cursor = json.dumps({"since": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()})
-    inbox.upload("incoming/b.mp4")
+    inbox.upload("incoming/b.mp4", b"other bytes")
     result = inbox.tick()
     assert len(result.run_requests) == 1  # a.mp4's partition already exists, b.mp4 is new
     assert set(json.loads(inbox.cursor)["seen"]) == {"incoming/a.mp4", "incoming/b.mp4"}

@@ -1,0 +1,127 @@
+"""`stereospot ui` for real: Dagster webserver + daemon on 127.0.0.1, the inbox sensor converting a
+dropped file, duplicates ignored, and a launch with stereo settings through the UI's GraphQL API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from stereospot_pipeline.defs.assets.stereo import stereo_run_config
+from stereospot_pipeline.ingest import file_sha256, partition_key
+from stereospot_pipeline.stereo.params import Layout, StereoParams
+from stereospot_pipeline_tests.clips import decode_all, make_clip
+
+STEREOSPOT = str(Path(sys.executable).with_name("stereospot"))
+
+ASSET_GRAPH = """
+{ assetNodes { assetKey { path } dependencyKeys { path } partitionDefinition { type name } } }
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _dropped(path: Path, src: Path) -> None:
+    """Copy into the inbox the way a finished copy looks: complete and settled."""
+    shutil.copy(src, path)
+    past = time.time() - 30
+    os.utime(path, (past, past))
+
+
+@pytest.fixture
+def live_ui(tmp_path):
+    home, port = tmp_path / "home", _free_port()
+    env = {**os.environ, "STEREOSPOT_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    log = open(tmp_path / "ui.log", "w")
+    proc = subprocess.Popen([STEREOSPOT, "ui", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        def ready():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok
+            except requests.ConnectionError:
+                assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+                return False
+        _wait(ready, 180, "the Dagster UI to start")
+        yield home, port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
+
+
+def _runs_for(port: int, key: str) -> list[dict]:
+    query = """query($key: String!) { runsOrError(filter: {tags: [{key: "dagster/partition", value: $key}]}) {
+                 ... on Runs { results { runId status } } } }"""
+    reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": query, "variables": {"key": key}},
+                          timeout=30).json()
+    return reply["data"]["runsOrError"]["results"]
+
+
+@pytest.mark.slow
+def test_ui_daemon_inbox_and_launch_with_settings(live_ui, tmp_path):
+    home, port = live_ui
+    graph = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": ASSET_GRAPH}, timeout=30).json()
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in graph["data"]["assetNodes"]}
+    chain = ["source_video", "segments", "stereo_segments", "final_video"]
+    for upstream, downstream in zip(chain, chain[1:]):
+        assert [upstream] in [d["path"] for d in nodes[downstream]["dependencyKeys"]]
+    for name in chain:
+        assert nodes[name]["partitionDefinition"] == {"type": "DYNAMIC", "name": "videos"}
+
+    clip = make_clip(tmp_path / "Garden Walk.mp4", seconds=1.0, fps=10)
+    key = partition_key(clip.name, file_sha256(clip))
+    inbox, outbox = home / "inbox", home / "outbox"
+    _wait(inbox.is_dir, 60, "the inbox sensor to create the inbox")
+    _dropped(inbox / clip.name, clip)
+    result = _wait(lambda: (outbox / "Garden Walk_LRF_Full_SBS.mp4").is_file() and outbox / "Garden Walk_LRF_Full_SBS.mp4",
+                   300, "the dropped video to be converted", every=2)
+    frames, _ = decode_all(result)
+    assert len(frames) == 10 and frames[0].width == 320
+
+    _dropped(inbox / "same bytes again.mp4", clip)
+    time.sleep(20)  # several sensor ticks
+    runs = _runs_for(port, key)
+    assert len(runs) == 1 and runs[0]["status"] == "SUCCESS"
+
+    # Launch from the UI's API with stereo settings as run config (what the launchpad sends).
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    settings = stereo_run_config(StereoParams(layout=Layout.HALF_SBS, divergence=3.0))
+    run_id = client.submit_job_execution(
+        "convert_video", run_config={"ops": {"stereo_segments": {"ops": {"plan_stereo_segments": {"config": settings}}}}},
+        tags={"dagster/partition": key},
+    )
+    status = _wait(lambda: (s := client.get_run_status(run_id)) in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) and s,
+                   300, "the launched run", every=2)
+    assert status == DagsterRunStatus.SUCCESS
+    half, _ = decode_all(outbox / "Garden Walk_LR.mp4")
+    assert len(half) == 10 and half[0].width == 160
