@@ -192,7 +192,8 @@ def _failure_messages(result) -> list[str]:
 
 
 class _ProgressWatcher:
-    """Follows the run's events in the instance and draws a per-segment progress bar with ETA."""
+    """Follows the run's events in the instance: a per-segment progress bar with ETA on a terminal,
+    one line per step of progress otherwise (logs, CI)."""
 
     def __init__(self, instance, token: str):
         self.instance, self.token = instance, token
@@ -206,34 +207,52 @@ class _ProgressWatcher:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _run(self) -> None:
-        from dagster import DagsterEventType, RunsFilter
+    def _events(self):
+        """Yield the run's Dagster events as they are written, until stopped."""
+        from dagster import RunsFilter
 
-        run_id = None
+        run_id, cursor = None, None
+        while not self._stop.wait(0.5):
+            if run_id is None:
+                runs = self.instance.get_runs(filters=RunsFilter(tags={_TOKEN_TAG: self.token}), limit=1)
+                if not runs:
+                    continue
+                run_id = runs[0].run_id
+            page = self.instance.get_records_for_run(run_id, cursor=cursor)
+            cursor = page.cursor
+            for record in page.records:
+                if record.event_log_entry.dagster_event is not None:
+                    yield record.event_log_entry.dagster_event
+
+    def _run(self) -> None:
+        from dagster import DagsterEventType
+
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        with Progress(*columns, console=err, transient=False) as progress:
+        live = err.is_terminal
+        started = time.monotonic()
+        with Progress(*columns, console=err, transient=False, disable=not live) as progress:
             task = progress.add_task("preparing", total=None)
-            done: set[str] = set()
-            while not self._stop.wait(0.5):
-                if run_id is None:
-                    runs = self.instance.get_runs(filters=RunsFilter(tags={_TOKEN_TAG: self.token}), limit=1)
-                    if not runs:
-                        continue
-                    run_id = runs[0].run_id
-                for record in self.instance.all_logs(run_id):
-                    event = record.dagster_event
-                    if event is None:
-                        continue
-                    if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-                        mat = event.event_specific_data.materialization
-                        if mat.asset_key.to_user_string() == "segments":
-                            progress.update(task, total=mat.metadata["count"].value, description="converting segments")
-                    elif event.event_type == DagsterEventType.STEP_SUCCESS and event.step_key.startswith(_RENDER_STEP):
-                        done.add(event.step_key)
-                    elif event.event_type == DagsterEventType.STEP_START and event.step_key == "final_video":
-                        progress.update(task, description="joining segments + audio")
-                progress.update(task, completed=len(done))
+            total, done = None, 0
+            for event in self._events():
+                if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                    mat = event.event_specific_data.materialization
+                    if mat.asset_key.to_user_string() == "segments":
+                        total = mat.metadata["count"].value
+                        progress.update(task, total=total, description="converting segments")
+                        if not live:
+                            err.print(f"converting {total} segment(s)")
+                elif event.event_type == DagsterEventType.STEP_SUCCESS and event.step_key.startswith(_RENDER_STEP):
+                    done += 1
+                    progress.update(task, completed=done)
+                    if not live:
+                        elapsed = time.monotonic() - started
+                        eta = elapsed / done * (total - done) if total else 0.0
+                        err.print(f"segment {done}/{total} converted ({elapsed:.0f}s elapsed, ETA {eta:.0f}s)")
+                elif event.event_type == DagsterEventType.STEP_START and event.step_key == "final_video":
+                    progress.update(task, description="joining segments + audio")
+                    if not live:
+                        err.print("joining segments + audio")
 
 
 if __name__ == "__main__":

@@ -40,15 +40,28 @@ class VideoWriter:
             opts["x264-params"] = x264_params
         self.stream.options = opts
         self.frames = 0
+        # Held back one frame: its duration (which sets the file's duration and frame rate) is
+        # only known when the next timestamp arrives; the last frame repeats the last interval.
+        self._pending: av.VideoFrame | None = None
+        self._last_duration = 1
 
     def write(self, rgb: np.ndarray, pts: int) -> None:
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts = pts
         frame.time_base = self.stream.codec_context.time_base
-        self.container.mux(self.stream.encode(frame))
+        if self._pending is not None:
+            self._last_duration = max(1, pts - self._pending.pts)
+            self._encode_pending()
+        self._pending = frame
         self.frames += 1
 
+    def _encode_pending(self) -> None:
+        self._pending.duration = self._last_duration
+        self.container.mux(self.stream.encode(self._pending))
+
     def close(self) -> None:
+        if self._pending is not None:
+            self._encode_pending()
         self.container.mux(self.stream.encode(None))
         self.container.close()
 

@@ -106,7 +106,6 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         ]
         declared = container.duration / av.time_base if container.duration else None
         rotation = _rotation(vstream)
-        average_rate = vstream.average_rate
         container_name = container.format.name
         start_time = container.start_time / av.time_base if container.start_time is not None else float(min(times))
 
@@ -123,9 +122,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(
         path=str(path), container=container_name, size_bytes=size, codec=ctx.name,
         width=ctx.width, height=ctx.height, pix_fmt=ctx.format.name if ctx.format else None,
-        # The container's average rate is exact for constant-rate video (29.97 = 30000/1001);
-        # counting frames over the span is the fallback for streams that declare none.
-        fps=float(average_rate) if average_rate else len(ordered) / duration,
+        # The typical frame interval, from the timestamps themselves: container rates can be
+        # off (a missing last-packet duration) and variable-rate video has no single rate.
+        fps=float(1 / frame_dur),
         frames=len(ordered), duration_s=duration, start_time_s=start_time, rotation=rotation,
         audio=audio, keyframes=keyframes,
     )

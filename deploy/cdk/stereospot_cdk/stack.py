@@ -67,8 +67,10 @@ class StereospotStack(cdk.Stack):
             execution_role=execution_role,
             buckets=buckets,
         )
-        # The code location reads these when it builds the GPU op's ECS tags.
+        # The code location reads these when it builds the GPU op's ECS tags; "ecs" makes every
+        # step its own ECS task instead of running inside the run worker.
         environment = environment.with_variables(
+            STEREOSPOT_EXECUTOR="ecs",
             STEREOSPOT_GPU_CAPACITY_PROVIDER=gpu.capacity_provider.capacity_provider_name,
             STEREOSPOT_GPU_TASK_DEFINITION=gpu_step.definition.task_definition_arn,
         )

@@ -1,5 +1,6 @@
-
+import re
 import tempfile
+import unicodedata
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 
@@ -26,8 +27,13 @@ from stereospot_pipeline.storage import ObjectStore
 
 
 def output_name(source_name: str, suffix: str) -> str:
-    """``holiday.mov`` -> ``holiday_LRF_Full_SBS.mp4``: players pick the layout from the suffix."""
-    stem = PurePosixPath(source_name).stem
+    """``holiday.mov`` -> ``holiday_LRF_Full_SBS.mp4``: players pick the layout from the suffix.
+
+    The name is made safe for every store and shell: accents folded to ASCII, anything but
+    letters, digits, ``._ -`` dropped, bounded length.
+    """
+    stem = unicodedata.normalize("NFKD", PurePosixPath(source_name).stem).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9._ -]+", "", stem).strip(" .-_")[:150] or "video"
     return f"{stem}{suffix}.mp4"
 
 

@@ -1,4 +1,3 @@
-
 import hashlib
 import tempfile
 from pathlib import Path

@@ -1,4 +1,3 @@
-
 from pathlib import PurePosixPath
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset

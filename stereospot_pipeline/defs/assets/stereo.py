@@ -27,6 +27,7 @@ from pydantic import Field
 
 from stereospot_pipeline import keys
 from stereospot_pipeline.defs.errors import reported_as_failure
+from stereospot_pipeline.defs.executor import gpu_op_tags
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.resources import EngineResource
 from stereospot_pipeline.defs.tables import STEREO_SEGMENT_SCHEMA
@@ -36,13 +37,14 @@ from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan
 from stereospot_pipeline.stereo.convert import StereoConverter, pick_device, video_depth_range
 from stereospot_pipeline.stereo.normalize import DepthRange
+from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
 ENGINE_VERSION = "2"
 
 # Production routes this op to GPU capacity through the ECS executor; locally the tags are inert.
-GPU_OP_TAGS = {"stereospot/step": "gpu"}
+GPU_OP_TAGS = gpu_op_tags(Settings())
 
 
 class StereoConfig(Config, StereoParams):
