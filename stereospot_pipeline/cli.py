@@ -20,8 +20,9 @@ from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn 2D videos into stereo 3D.")
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# Logs and pipes get wide lines: tables and paths are never cut to a default 80 columns.
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _TOKEN_TAG = "stereospot/cli-token"
@@ -158,6 +159,41 @@ def report(
     for name, data in files.items():
         (folder / name).write_bytes(data)
     out.print(f"wrote {', '.join(files)} to {folder}")
+
+
+models_app = typer.Typer(no_args_is_help=True, help="Depth models: what exists, what is installed.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Named depth models with their licences and whether their weights are installed here."""
+    from rich.table import Table
+
+    from stereospot_pipeline.stereo.models import list_models, models_dir
+
+    table = Table(title=f"Depth models (local folder: {models_dir()})")
+    for column in ("name", "weights", "licence", "parameters", "installed"):
+        table.add_column(column)
+    table.add_row("heuristic", "none (built in)", "Apache-2.0", "0", "yes")
+    for name, repo, licence, params, installed in list_models():
+        table.add_row(name, repo, licence, params, "yes" if installed else "no")
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument(..., help="a name from `stereospot models list`"),
+                dest: Path | None = typer.Option(None, help="folder to put the weights in")) -> None:
+    """Download a depth model's weights (needs network access to the Hugging Face Hub)."""
+    from stereospot_pipeline.errors import StereospotError
+    from stereospot_pipeline.stereo.models import pull_model
+
+    try:
+        target = pull_model(name, dest)
+    except StereospotError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    out.print(f"installed {name} in {target}")
 
 
 def _print_checks(result) -> None:

@@ -50,3 +50,20 @@ def test_definitions_validate():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_models_list_shows_licences_and_pull_without_network_says_what_to_do(tmp_path):
+    models = tmp_path / "models"
+    env_home = tmp_path / "home"
+    proc = subprocess.run([STEREOSPOT, "models", "list"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "STEREOSPOT_MODELS_DIR": str(models), "STEREOSPOT_HOME": str(env_home)})
+    assert proc.returncode == 0, proc.stderr
+    assert "depth-anything-v2-small" in proc.stdout and "Apache-2.0" in proc.stdout
+    assert "CC-BY-NC-4.0" in proc.stdout
+    # No network here (and the endpoint is forced unreachable, so this holds anywhere).
+    proc = subprocess.run([STEREOSPOT, "models", "pull", "depth-anything-v2-small"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "STEREOSPOT_MODELS_DIR": str(models),
+                                            "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2",
+                                            "HF_HUB_DOWNLOAD_TIMEOUT": "2"})
+    assert proc.returncode == 1
+    assert "depth-anything/Depth-Anything-V2-Small-hf" in proc.stderr and str(models) in proc.stderr
