@@ -1,5 +1,7 @@
-"""Stereo engine quality and speed: warp PSNR against a real stereo pair, warp time per frame,
-depth jumps at segment seams with and without the whole-video depth range.
+"""Stereo engine quality and speed: warp PSNR against a real stereo pair (with full-resolution
+disparity, and with disparity at the depth model's resolution as the converter warps), warp time
+per frame on the converter's inputs, depth jumps at segment seams with and without the
+whole-video depth range.
 
     python benchmarks/warp_quality.py [--out .bench/warp_quality.json] [--reps 5]
 """
@@ -18,9 +20,10 @@ from skimage.data import chelsea, stereo_motorcycle
 
 from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
 from stereospot_pipeline.stereo.depth import HeuristicDepth
+from stereospot_pipeline.stereo.depth_post import postprocess_depth
 from stereospot_pipeline.stereo.normalize import seam_ratio
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
-from stereospot_pipeline.stereo.warp import right_from_left_disparity, synthesize_views
+from stereospot_pipeline.stereo.warp import fill_from_background, right_from_left_disparity, synthesize_views
 
 BORDER = 32
 
@@ -29,25 +32,42 @@ def _tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
 
 
-def warp_psnr() -> dict[str, float]:
+def at_depth_resolution(disparity: torch.Tensor, short_side: int) -> torch.Tensor:
+    """Full-resolution disparity [1,1,H,W] (non-finite = unknown) as the converter holds depth:
+    at the depth model's resolution, edges dilated with the default setting -> [1,1,h,w]."""
+    known = disparity.isfinite()
+    filled = torch.where(known, disparity, 0.0)
+    filled = fill_from_background(filled, filled, known)
+    h, w = disparity.shape[-2:]
+    small = F.interpolate(filled, size=(short_side, round(w * short_side / h)), mode="area")
+    return postprocess_depth(small, StereoParams().edge_dilation, 0.0)
+
+
+def warp_psnr() -> dict[str, dict[str, float]]:
     """dB PSNR of the right view synthesised from the left view + ground-truth disparity of
-    scikit-image's motorcycle pair, borders of BORDER px excluded."""
+    scikit-image's motorcycle pair, borders of BORDER px excluded: with the disparity at full
+    resolution, and at the depth model's default resolution (what the converter does)."""
     left, right, disparity = stereo_motorcycle()
     left, right, disparity = _tensor(left), _tensor(right), torch.from_numpy(disparity)[None, None]
-    scores = {}
-    for method in WarpMethod:
-        error = (right_from_left_disparity(left, disparity, method) - right)[..., BORDER:-BORDER, BORDER:-BORDER]
-        scores[method.value] = round(float(10 * torch.log10(1 / error.pow(2).mean())), 2)
+    grids = {"full_res": disparity, "depth_res": at_depth_resolution(disparity, StereoParams().depth_short_side)}
+    scores: dict[str, dict[str, float]] = {}
+    for grid, d in grids.items():
+        for method in WarpMethod:
+            error = (right_from_left_disparity(left, d, method) - right)[..., BORDER:-BORDER, BORDER:-BORDER]
+            scores.setdefault(grid, {})[method.value] = round(float(10 * torch.log10(1 / error.pow(2).mean())), 2)
     return scores
 
 
 def warp_ms_per_frame(reps: int) -> dict[str, dict[str, float]]:
-    """Best-of-``reps`` milliseconds to render both eyes of one frame on the CPU."""
+    """Best-of-``reps`` milliseconds to render both eyes of one frame on the CPU, on what the
+    converter gives the warp: a uint8 channels-last frame and depth at the estimator's resolution."""
     torch.manual_seed(0)
     timings: dict[str, dict[str, float]] = {}
+    short_side = HeuristicDepth().short_side
     for name, (h, w) in {"720p": (720, 1280), "1080p": (1080, 1920)}.items():
-        image = torch.rand(1, 3, h, w)
-        depth = F.interpolate(torch.rand(1, 1, h // 32, w // 32), size=(h, w), mode="bicubic").clamp(0, 1)
+        image = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+        coarse = (short_side, round(w * short_side / h))
+        depth = F.interpolate(torch.rand(1, 1, h // 32, w // 32), size=coarse, mode="bicubic").clamp(0, 1)
         timings[name] = {}
         for method in WarpMethod:
             params = StereoParams(method=method)

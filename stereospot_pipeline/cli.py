@@ -49,7 +49,7 @@ def convert(
     layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
     divergence: float = typer.Option(2.0, help="stereo strength: max disparity in % of the frame"),
     convergence: float = typer.Option(0.5, help="depth on the screen plane (0 far .. 1 near)"),
-    method: WarpMethod = typer.Option(WarpMethod.BACKWARD, help="view synthesis method"),
+    method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
     depth_model: str = typer.Option("heuristic", help="'heuristic' or a Depth Anything name/folder"),
     segment_seconds: float = typer.Option(10.0, help="target segment length in seconds"),
 ) -> None:

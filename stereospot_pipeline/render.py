@@ -5,14 +5,17 @@ Memory stays bounded by the queue depth (a few batches), whatever the segment's 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
@@ -32,6 +35,24 @@ _X264_PARAMS = {
     Layout.HALF_TB: "frame-packing=4",
     Layout.FULL_TB: "frame-packing=4",
 }
+
+
+# Share of the CPU cores the stereo compute's torch threads get: the decoder and x264 run their
+# own threads on the same cores, and torch's workers spin while they wait, so with as many
+# threads as cores they stall one another (2 cores, another job running: one torch thread
+# converted steadily, two took 1.5-5x longer from run to run).
+_COMPUTE_CORE_SHARE = 0.5
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` for the block (it is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class RenderResult(BaseModel):
@@ -154,10 +175,11 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
             on_progress(done)
 
     try:
-        while (item := _get(batches, stop)) is not _DONE:
-            frames, stamps, tb = item
-            emit(*converter.push(frames, stamps))
-        emit(*converter.flush())
+        with _torch_threads(max(1, int((os.cpu_count() or 1) * _COMPUTE_CORE_SHARE))):
+            while (item := _get(batches, stop)) is not _DONE:
+                frames, stamps, tb = item
+                emit(*converter.push(frames, stamps))
+            emit(*converter.flush())
         _put(packed, _DONE, stop)
     except _Stopped:
         pass  # a worker failed; its error is raised below

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="torch device for the stereo step: auto, cpu, cuda")
     inbox_settle_seconds: float = Field(2.0, ge=0, description="a file must be unchanged this long")
     inbox_max_per_tick: int = Field(10, ge=1, description="new videos registered per sensor tick")
+    # Guards against uploads that would tie up a worker for days or exhaust its memory; a video
+    # above a limit fails in the first step with a message naming the limit.
+    max_pixels: int = Field(8192 * 4320, ge=1, description="largest frame (width x height), 8K by default")
+    max_duration_s: float = Field(6 * 3600, gt=0, description="longest video in seconds")
     executor: Literal["local", "ecs"] = Field(
         "local", description="local: steps in the run's process(es); ecs: each step its own ECS task")
     gpu_capacity_provider: str | None = Field(None, description="ECS capacity provider of GPU instances")

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
-from dagster import multi_or_in_process_executor
+from dagster import in_process_executor
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster_aws.ecs import EcsRunLauncher
 from dagster_aws.ecs import executor as upstream
@@ -43,7 +43,7 @@ def _ecs_settings(tmp_path) -> Settings:
 def test_locally_the_gpu_op_keeps_only_inert_tags_and_steps_run_in_process(tmp_path):
     assert gpu_op_tags(Settings(home=tmp_path)) == {"stereospot/step": "gpu"}
     defs = build_definitions(Settings(home=tmp_path))
-    assert defs.resolve_job_def("convert_video").executor_def is multi_or_in_process_executor
+    assert defs.resolve_job_def("convert_video").executor_def is in_process_executor
     assert "io_manager" not in defs.resources
 
 

@@ -83,3 +83,29 @@ def test_depth_layout_shows_the_frame_beside_its_depth():
     assert torch.equal(out[..., 40:], depth.expand(-1, 3, -1, -1))
     with pytest.raises(ValueError):
         compose(left, right, Layout.DEPTH)
+
+
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [B,C,H,W] 0..1 -> uint8 [B,C,H,W] channels-last in memory, as decoded frames are."""
+    return (x * 255).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+def test_uint8_frames_pack_like_float_frames(layout):
+    """The converter packs decoded uint8 frames directly: placing layouts copy them exactly and
+    resampling ones match the float result to the rounding; the packed frame is channels-last,
+    the layout the encoder reads."""
+    left, right, depth = _pair(h=25, w=37)
+    left, right = _uint8(left), _uint8(right)
+    packed = compose(left, right, layout, depth)
+    reference = compose(left.float() / 255, right.float() / 255, layout, depth) * 255
+    assert packed.dtype == torch.uint8
+    assert packed.is_contiguous(memory_format=torch.channels_last)
+    assert (packed.float() - reference).abs().max() <= 0.5 + 1e-3
+
+
+def test_uint8_side_by_side_copies_each_eye_exactly():
+    left, right, _ = _pair()
+    left, right = _uint8(left), _uint8(right)
+    sbs = compose(left, right, Layout.FULL_SBS)
+    assert torch.equal(sbs[..., :40], left) and torch.equal(sbs[..., 40:], right)

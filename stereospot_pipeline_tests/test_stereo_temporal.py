@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from skimage.data import astronaut, chelsea
 
-from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
+from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
 from stereospot_pipeline.stereo.depth import HeuristicDepth
 from stereospot_pipeline.stereo.normalize import (
     DepthRange,
@@ -146,3 +146,26 @@ def test_whole_video_range_removes_depth_jumps_at_segment_seams():
     with_range = seam_ratio(_segment_depths(frames, 4, depth_range))
     assert with_range <= 1.5
     assert with_range < without
+
+
+def test_analysis_frames_shrink_uint8_frames_like_an_area_average():
+    frames = torch.from_numpy(_pan(chelsea(), 2, 4, 1, h=96, w=128))
+    small = analysis_frames(frames, 48)
+    area = F.interpolate(frames.permute(0, 3, 1, 2).float() / 255, size=(48, 64), mode="area")
+    assert small.shape == (2, 3, 48, 64) and small.dtype == torch.float32
+    assert float((small - area).abs().mean()) < 0.01
+    # Never enlarged: the estimator upsamples itself if it wants more.
+    assert torch.equal(analysis_frames(frames, 200), frames.permute(0, 3, 1, 2).float() / 255)
+
+
+def test_converter_measures_shifts_in_frame_pixels_whatever_the_depth_resolution():
+    """The depth grid (here larger than the tiny frame) only decides where pixels read from:
+    shifts, and the stats about them, are in pixels of the frame."""
+    frames = _pan(chelsea(), 4, 4, 1, h=48, w=64)
+    params = StereoParams(method="forward_fill", divergence=6.0)
+    converter = StereoConverter(params, device=torch.device("cpu"), depth_range=DepthRange(lo=-2, hi=2, frames=4))
+    packed = converter(frames)
+    assert packed.shape == (4, 48, 128, 3) and packed.dtype == np.uint8
+    assert converter.stats.depth_min == 0.0 and converter.stats.depth_max == 1.0
+    assert converter.stats.max_abs_shift_px == pytest.approx(6.0 / 100 * 64 / 2 * 0.5, abs=1e-4)
+    assert not np.array_equal(packed[..., :64, :], frames) and not np.array_equal(packed[..., 64:, :], frames)

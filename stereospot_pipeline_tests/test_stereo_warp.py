@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from skimage.data import stereo_motorcycle
 
+from stereospot_pipeline.stereo.depth_post import postprocess_depth
 from stereospot_pipeline.stereo.params import StereoParams, WarpMethod
-from stereospot_pipeline.stereo.warp import eye_shift, render_view, right_from_left_disparity, synthesize_views
+from stereospot_pipeline.stereo.warp import (
+    eye_shift,
+    fill_from_background,
+    render_view,
+    right_from_left_disparity,
+    synthesize_views,
+)
 
 BLUE, RED = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0])
 
@@ -31,6 +39,42 @@ def test_forward_fill_beats_backward_on_a_real_stereo_pair(motorcycle):
     assert 16.5 <= backward <= 19.0
     assert forward >= 21.0
     assert forward >= backward + 3.0
+
+
+def _at_depth_resolution(disparity: torch.Tensor, short_side: int = 224) -> torch.Tensor:
+    """Full-resolution disparity [1,1,H,W] (non-finite = unknown) as the converter holds depth:
+    at the depth model's resolution, edges dilated -> [1,1,h,w]."""
+    known = disparity.isfinite()
+    filled = torch.where(known, disparity, 0.0)
+    filled = fill_from_background(filled, filled, known)
+    h, w = disparity.shape[-2:]
+    small = F.interpolate(filled, size=(short_side, round(w * short_side / h)), mode="area")
+    return postprocess_depth(small, StereoParams().edge_dilation, 0.0)
+
+
+def test_forward_fill_at_depth_resolution_keeps_its_lead_on_a_real_stereo_pair(motorcycle):
+    """The converter decides where pixels read from on the depth model's coarse grid: forward fill
+    must keep its quality there, not only with full-resolution disparity."""
+    left, right, disparity = motorcycle
+    coarse = _at_depth_resolution(disparity)
+    backward = _psnr(right_from_left_disparity(left, coarse, WarpMethod.BACKWARD), right)
+    forward = _psnr(right_from_left_disparity(left, coarse, WarpMethod.FORWARD_FILL), right)
+    assert forward >= 21.0
+    assert forward >= backward + 3.0
+
+
+@pytest.mark.parametrize("method", list(WarpMethod))
+def test_uint8_frames_warp_like_float_frames(motorcycle, method):
+    """Decoded uint8 frames (channels-last) are warped with integer weights, never converted to
+    float: the result must match the float warp to the rounding."""
+    left, _, disparity = motorcycle
+    as_uint8 = (left * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    coarse = _at_depth_resolution(disparity)
+    warped = right_from_left_disparity(as_uint8, coarse, method)
+    reference = right_from_left_disparity(as_uint8.float(), coarse, method)
+    assert warped.dtype == torch.uint8
+    assert warped.is_contiguous(memory_format=torch.channels_last)
+    assert (warped.float() - reference).abs().max() <= 1.0
 
 
 def _square_scene(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +109,18 @@ def test_forward_fill_moves_the_near_square_by_the_eye_shift():
     # 10 % of 64 px / 2 * (1 - 0.5) = 1.6 px per eye.
     assert _red_centre_x(left) == pytest.approx(_red_centre_x(image) + 1.6, abs=0.5)
     assert _red_centre_x(right) == pytest.approx(_red_centre_x(image) - 1.6, abs=0.5)
+
+
+def test_forward_fill_with_coarse_depth_moves_the_near_square_by_the_eye_shift():
+    """Depth at half the image's resolution (as a depth model gives it) warps like full-res depth."""
+    image, depth = _square_scene()
+    params = StereoParams(divergence=10.0, convergence=0.0, method=WarpMethod.FORWARD_FILL)
+    coarse = F.interpolate(depth, scale_factor=0.5, mode="area")
+    left, right = synthesize_views(image, coarse, params)
+    # 10 % of 64 px / 2 * (1 - 0) = 3.2 px per eye; the square's edges lie on the coarse grid,
+    # whose upsampled read offsets blend over a grid pixel (2 px), hence the wider tolerance.
+    assert _red_centre_x(left) == pytest.approx(_red_centre_x(image) + 3.2, abs=1.0)
+    assert _red_centre_x(right) == pytest.approx(_red_centre_x(image) - 3.2, abs=1.0)
 
 
 def test_forward_fill_keeps_the_near_surface_and_fills_holes_with_background():

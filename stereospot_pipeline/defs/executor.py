@@ -12,7 +12,7 @@ from dagster import (
     ExecutorDefinition,
     InitExecutorContext,
     executor,
-    multi_or_in_process_executor,
+    in_process_executor,
     multiple_process_executor_requirements,
 )
 from dagster import _check as check
@@ -84,7 +84,9 @@ def stereospot_ecs_executor(init_context: InitExecutorContext) -> StepDelegating
 
 
 def build_executor(settings: Settings) -> ExecutorDefinition:
-    return stereospot_ecs_executor if settings.executor == "ecs" else multi_or_in_process_executor
+    # Locally a run is one process: a process per step would re-import torch for every segment,
+    # and the gpu pool admits one stereo step at a time anyway. Steps still retry on their own.
+    return stereospot_ecs_executor if settings.executor == "ecs" else in_process_executor
 
 
 def execution_resources(settings: Settings) -> dict:

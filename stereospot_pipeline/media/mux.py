@@ -24,7 +24,14 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
     zero = Fraction(info.start_time_s).limit_denominator(1_000_000)
     with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
         with av.open(str(segments[0])) as first:
-            vout = dst.add_stream_from_template(first.streams.video[0])
+            vin = first.streams.video[0]
+            vout = dst.add_stream_from_template(vin)
+            # The encoder's container may round the first timestamp a few ticks below the source
+            # start; a frame shifted below zero would be dropped by players, so start at the
+            # earliest frame actually present (an offset of a fraction of a frame for audio).
+            earliest = min((p.pts for p in first.demux(vin) if p.size and p.pts is not None), default=None)
+            if earliest is not None:
+                zero = min(zero, earliest * vin.time_base)
         with av.open(str(source), metadata_errors="ignore") as src:
             plans = []
             for a in src.streams.audio:
@@ -32,10 +39,9 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
                     plans.append((a, dst.add_stream_from_template(a), None))
                 else:
                     enc = dst.add_stream("aac", rate=a.codec_context.sample_rate or 48000)
-                    enc.layout = a.codec_context.layout
+                    enc.layout = layout = _encodable_layout(a.codec_context.layout)
                     enc.bit_rate = audio_bitrate
-                    plans.append((a, enc, av.AudioResampler(format="fltp", layout=a.codec_context.layout,
-                                                            rate=enc.rate)))
+                    plans.append((a, enc, av.AudioResampler(format="fltp", layout=layout, rate=enc.rate)))
             for seg in segments:
                 with av.open(str(seg)) as s:
                     vin = s.streams.video[0]
@@ -48,6 +54,12 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
                         dst.mux(pkt)
             if plans:
                 _copy_audio(src, plans, zero, dst)
+
+
+def _encodable_layout(layout: av.AudioLayout) -> av.AudioLayout:
+    """PCM in MKV/WAV often has channels without named positions ("1 channels"), which the AAC
+    encoder refuses: use the standard layout of that many channels (mono, stereo, 5.1 ...)."""
+    return av.AudioLayout(f"{layout.nb_channels}c") if layout.name.endswith(" channels") else layout
 
 
 def _shift(pkt: av.Packet, ticks: int) -> None:

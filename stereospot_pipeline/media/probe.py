@@ -44,7 +44,8 @@ class VideoInfo(BaseModel):
     frames: int
     duration_s: float
     start_time_s: float
-    rotation: int
+    rotation: int  # degrees clockwise the picture turns to be shown upright (as the `rotate` tag)
+    interlaced: bool = False
     audio: list[AudioInfo]
     keyframes: list[KeyFrame]
 
@@ -57,8 +58,13 @@ def _fail(path: Path, problem: str, hint: str = "check that the file is a comple
     return InvalidVideoError(str(path), problem, hint)
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Open, validate and index ``path``. Raises ``InvalidVideoError`` naming the problem."""
+def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
+                max_duration_s: float | None = None) -> VideoInfo:
+    """Open, validate and index ``path``. Raises ``InvalidVideoError`` naming the problem.
+
+    The limits are checked from the header before any frame is decoded or indexed (and the
+    duration again after indexing), so an oversized upload fails in milliseconds.
+    """
     path = Path(path)
     if not path.is_file():
         raise _fail(path, "file does not exist", "check the path")
@@ -78,6 +84,12 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         ctx = vstream.codec_context
         if not ctx.width or not ctx.height:
             raise _fail(path, "video stream has no frame size", "the stream is damaged; re-export the file")
+        if max_pixels and ctx.width * ctx.height > max_pixels:
+            raise _fail(path, f"resolution {ctx.width}x{ctx.height} is above the limit of {max_pixels} pixels "
+                        "per frame (STEREOSPOT_MAX_PIXELS)", "downscale the video first, or raise the limit")
+        header_s = container.duration / av.time_base if container.duration else None
+        if max_duration_s and header_s and header_s > max_duration_s:
+            raise _too_long(path, header_s, max_duration_s)
         tb = vstream.time_base
         times: list[Fraction] = []
         decode_order: list[tuple[Fraction, bool]] = []
@@ -105,7 +117,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             for a in container.streams.audio
         ]
         declared = container.duration / av.time_base if container.duration else None
-        rotation = _rotation(vstream)
+        rotation, interlaced = _first_frame_facts(path, vstream)
         container_name = container.format.name
         start_time = container.start_time / av.time_base if container.start_time is not None else float(min(times))
 
@@ -116,6 +128,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     if declared and len(ordered) > 1 and duration < 0.8 * declared - 1.0:
         raise _fail(path, f"video ends at {duration:.2f}s but the file declares {declared:.2f}s (truncated)",
                     "the file is incomplete; re-download or re-copy it")
+    if max_duration_s and duration > max_duration_s:
+        raise _too_long(path, duration, max_duration_s)
     rank = {t: i for i, t in enumerate(ordered)}
     keyframes = sorted((KeyFrame(frame=rank[t], time=str(t)) for t, is_key in decode_order if is_key),
                        key=lambda k: k.frame)
@@ -126,6 +140,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         # off (a missing last-packet duration) and variable-rate video has no single rate.
         fps=float(1 / frame_dur),
         frames=len(ordered), duration_s=duration, start_time_s=start_time, rotation=rotation,
+        interlaced=interlaced,
         audio=audio, keyframes=keyframes,
     )
 
@@ -137,7 +152,29 @@ def _typical_frame_duration(ordered: list[Fraction]) -> Fraction:
     return gaps[len(gaps) // 2]
 
 
-def _rotation(stream) -> int:
+def _too_long(path: Path, duration: float, limit: float) -> InvalidVideoError:
+    return _fail(path, f"is {duration / 3600:.2f} h long, above the limit of {limit / 3600:.2f} h "
+                 "(STEREOSPOT_MAX_DURATION_S)", "split the video into parts, or raise the limit")
+
+
+def _first_frame_facts(path: Path, stream) -> tuple[int, bool]:
+    """(rotation, interlaced) of the first decodable frame. Phones store portrait video as
+    landscape pixels plus a display matrix, which PyAV reports per frame; the old ``rotate`` tag
+    is the fallback. Interlacing is flagged per frame too (the container's field order is often
+    unset)."""
+    rotation, interlaced = _rotation_tag(stream), stream.codec_context.field_order not in (0, 1)
+    try:
+        with av.open(str(path), metadata_errors="ignore", options=GENPTS) as container:
+            for frame in container.decode(container.streams.video[0]):
+                if frame.rotation:
+                    rotation = round(-frame.rotation) % 360
+                return rotation, interlaced or bool(frame.interlaced_frame)
+    except av.error.FFmpegError:
+        pass  # an undecodable stream is reported by the packet scan and the renderer
+    return rotation, interlaced
+
+
+def _rotation_tag(stream) -> int:
     rotate = stream.metadata.get("rotate") if stream.metadata else None
     try:
         return int(rotate) % 360 if rotate else 0

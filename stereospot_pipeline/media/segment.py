@@ -132,4 +132,6 @@ def chunk_offset(path: Path, plan: SegmentPlan) -> Fraction:
 
 def count_frames_in(path: Path, plan: SegmentPlan) -> int:
     offset = chunk_offset(path, plan)
-    return sum(1 for t, _ in _packet_times(path) if plan.contains(t - offset))
+    # Distinct times, as the probe counts them: a stray extra packet (e.g. a filler NAL) repeating
+    # a timestamp is no extra picture.
+    return len({t for t, _ in _packet_times(path) if plan.contains(t - offset)})

@@ -38,6 +38,24 @@ def _to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def analysis_frames(pixels: torch.Tensor, short_side: int) -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float [B,3,h,w] in 0..1 with min(h, w) = short_side (never enlarged):
+    what the depth estimator and the cut detector see.
+
+    Shrinking the uint8 frame first (antialiased, so close to an area average) and converting only
+    the small result to float costs a tenth of converting the whole frame.
+    """
+    x = pixels.permute(0, 3, 1, 2)
+    h, w = x.shape[-2:]
+    scale = short_side / min(h, w)
+    if scale < 1:
+        if x.device.type != "cpu":
+            x = x.float()  # the uint8 resampling kernel exists on the CPU only
+        x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear",
+                          antialias=True, align_corners=False)
+    return x.float().div_(255.0)
+
+
 @dataclass
 class DepthStats:
     """Running summary of the normalised depth actually used (for metadata and comfort checks)."""
@@ -87,8 +105,11 @@ class StereoConverter:
     def push(self, frames: np.ndarray, payloads: Sequence[Any] | None = None) -> tuple[np.ndarray, list]:
         """uint8 [B,H,W,3] RGB (+ B payloads) -> (uint8 [N,H',W',3] packed in ``params.layout``,
         their N payloads), oldest first; N may be 0 while the look-ahead fills."""
-        pixels = torch.tensor(frames, device=self.device)  # a copy: held until the frame is emitted
-        x = _to_float(pixels)
+        # Frames the look-ahead holds past this call are copied (the caller may reuse its array);
+        # with a fixed range every frame is done before this returns, so the array is used as is.
+        holds = not isinstance(self.normalizer, FixedNormalizer)
+        pixels = torch.tensor(frames, device=self.device) if holds else torch.as_tensor(frames, device=self.device)
+        x = analysis_frames(pixels, self.params.depth_short_side)
         cuts = self._cuts(x)
         self.stats.extra["scene_cuts"] += sum(cuts)
         w, h = output_size(frames.shape[2], frames.shape[1], self.params.layout)
@@ -114,25 +135,35 @@ class StereoConverter:
             chunk = ready[start:start + step]
             depth = torch.stack([d for d, _ in chunk])
             pixels = torch.stack([p for _, (p, _) in chunk])
-            packed.append(self._pack(_to_float(pixels), depth))
+            packed.append(self._pack(pixels, depth))
             payloads.extend(payload for _, (_, payload) in chunk)
         if not packed:
             return np.zeros((0, *self._packed_shape), np.uint8), []
         return np.concatenate(packed), payloads
 
-    def _pack(self, x: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
-        """x [B,3,H,W] 0..1, depth [B,1,h,w] 0..1 -> uint8 [B,H',W',3]."""
-        h, w = x.shape[-2:]
+    def _pack(self, pixels: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
+        """pixels uint8 [B,H,W,3], depth [B,1,h,w] 0..1 at the estimator's resolution -> uint8
+        [B,H',W',3]. The frame stays uint8 throughout: the warp reads it at full resolution only
+        once, with read positions found at the depth's resolution. Frames are warped one at a
+        time into the output: a batch of full-resolution intermediates would multiply the peak
+        memory for no speed (each frame alone fills the device)."""
+        b, h, w = pixels.shape[:3]
         p = self.params
         depth = postprocess_depth(depth, p.edge_dilation, p.foreground_scale)
-        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-        # The depth debug layout shows the source frame, so it needs no warp.
-        left, right = (x, x) if p.layout is Layout.DEPTH else synthesize_views(x, depth, p)
-        packed = compose(left, right, p.layout, depth)
+        out = np.empty((b, *self._packed_shape), np.uint8)
+        for i in range(b):
+            image, frame_depth = pixels[i:i + 1].permute(0, 3, 1, 2), depth[i:i + 1]  # channels-last view
+            if p.layout is Layout.DEPTH:
+                # The depth debug layout shows the source frame, so it needs no warp.
+                full = F.interpolate(frame_depth, size=(h, w), mode="bilinear", align_corners=False)
+                packed = compose(image, image, p.layout, full)
+            else:
+                packed = compose(*synthesize_views(image, frame_depth, p), p.layout)
+            torch.from_numpy(out[i:i + 1]).copy_(packed.permute(0, 2, 3, 1))
         self._record(depth)
-        shift = float(eye_shift(depth, p).abs().amax())
+        shift = float(eye_shift(depth, p, (h, w)).abs().amax())
         self.stats.max_abs_shift_px = max(self.stats.max_abs_shift_px, shift)
-        return packed.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return out
 
     def _record(self, depth: torch.Tensor) -> None:
         st = self.stats

@@ -47,14 +47,26 @@ def vr180_eye_size(width: int, height: int) -> int:
     return max(width, height)
 
 
+def _place(first: torch.Tensor, second: torch.Tensor, dim: int) -> torch.Tensor:
+    """Two [B,C,H,W] views side by side (``dim`` 3) or top-bottom (2), each copied once into a
+    channels-last frame: the layout encoders read, so the caller needs no further copy."""
+    size = list(first.shape)
+    size[dim] *= 2
+    out = torch.empty(size, dtype=first.dtype, device=first.device, memory_format=torch.channels_last)
+    n = first.shape[dim]
+    out.narrow(dim, 0, n).copy_(first)
+    out.narrow(dim, n, n).copy_(second)
+    return out
+
+
 def _pair(first: torch.Tensor, second: torch.Tensor, dim: int, half: bool) -> torch.Tensor:
-    """Concatenate two [B,C,H,W] views along ``dim`` (3 side by side, 2 top-bottom). ``half``
-    squeezes each view to half along ``dim`` first, so the pair keeps the source frame size."""
+    """The two views packed along ``dim`` (3 side by side, 2 top-bottom). ``half`` squeezes each
+    view to half along ``dim`` first, so the pair keeps the source frame size."""
     if not half:
-        return torch.cat([first, second], dim=dim)
+        return _place(first, second, dim)
     size = list(first.shape[-2:])
     size[dim - 2] //= 2
-    out = torch.cat([F.interpolate(v, size=size, mode="area") for v in (first, second)], dim=dim)
+    out = _place(*(F.interpolate(v, size=size, mode="area") for v in (first, second)), dim=dim)
     missing = first.shape[dim] - out.shape[dim]  # odd source side
     if missing:
         pad = (0, missing, 0, 0) if dim == 3 else (0, 0, 0, missing)
@@ -62,10 +74,10 @@ def _pair(first: torch.Tensor, second: torch.Tensor, dim: int, half: bool) -> to
     return out
 
 
-def _anaglyph(left: torch.Tensor, right: torch.Tensor, layout: Layout) -> torch.Tensor:
+def _anaglyph(left: torch.Tensor, right: torch.Tensor, layout: Layout, white: float) -> torch.Tensor:
     ml, mr = (torch.tensor(m, device=left.device, dtype=left.dtype) for m in _ANAGLYPH[layout])
     out = torch.einsum("oc,bchw->bohw", ml, left) + torch.einsum("oc,bchw->bohw", mr, right)
-    return out.clamp_(0, 1)
+    return out.clamp_(0, white)
 
 
 @lru_cache(maxsize=4)
@@ -87,32 +99,45 @@ def _vr180(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     grid = _vr180_grid(w, h, side, left.device, left.dtype).expand(b, -1, -1, -1)
     eyes = [F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             for v in (left, right)]
-    return torch.cat(eyes, dim=3)
+    return _place(*eyes, dim=3)
 
 
 def compose(left: torch.Tensor, right: torch.Tensor, layout: Layout,
             depth: torch.Tensor | None = None) -> torch.Tensor:
-    """left, right [B,3,H,W] -> packed [B,3,H',W'] (see ``output_size``).
+    """left, right [B,3,H,W], float 0..1 or uint8 0..255, any memory format -> packed
+    [B,3,H',W'] of the same dtype (see ``output_size``).
 
     ``Layout.DEPTH`` shows ``left`` beside ``depth`` [B,1,H,W] (0..1, 1 = near) as grey; pass the
-    source frame as ``left`` there. Other layouts ignore ``depth``.
+    source frame as ``left`` there. Other layouts ignore ``depth``. Layouts that only place the
+    views copy them as they are; those that resample or mix them compute in float. The packed
+    frame is channels-last in memory, the layout encoders read.
     """
     if layout is Layout.FULL_SBS:
-        return _pair(left, right, 3, half=False)
-    if layout is Layout.HALF_SBS:
-        return _pair(left, right, 3, half=True)
+        return _place(left, right, 3)
     if layout is Layout.FULL_TB:
-        return _pair(left, right, 2, half=False)
-    if layout is Layout.HALF_TB:
-        return _pair(left, right, 2, half=True)
+        return _place(left, right, 2)
     if layout is Layout.CROSS_EYED:
-        return _pair(right, left, 3, half=False)
-    if layout in _ANAGLYPH:
-        return _anaglyph(left, right, layout)
-    if layout is Layout.VR180:
-        return _vr180(left, right)
+        return _place(right, left, 3)
     if layout is Layout.DEPTH:
         if depth is None:
             raise ValueError("the depth layout needs the depth map")
-        return _pair(left, depth.expand_as(left), 3, half=False)
-    raise ValueError(f"unknown layout {layout!r}")
+        grey = depth if left.dtype.is_floating_point else depth.mul(255).round_().to(left.dtype)
+        return _place(left, grey.expand_as(left), 3)
+    dtype = left.dtype
+    # Every resampling layout is linear in the pixel values, so uint8 frames need no rescaling,
+    # only float arithmetic and rounding back.
+    white = 1.0 if dtype.is_floating_point else float(torch.iinfo(dtype).max)
+    left, right = (v if dtype.is_floating_point else v.float() for v in (left, right))
+    if layout is Layout.HALF_SBS:
+        out = _pair(left, right, 3, half=True)
+    elif layout is Layout.HALF_TB:
+        out = _pair(left, right, 2, half=True)
+    elif layout in _ANAGLYPH:
+        out = _anaglyph(left, right, layout, white)
+    elif layout is Layout.VR180:
+        out = _vr180(left, right)
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    if not dtype.is_floating_point:
+        out = out.round_().clamp_(0, white).to(dtype)
+    return out.contiguous(memory_format=torch.channels_last)

@@ -51,7 +51,7 @@ class StereoParams(BaseModel):
     layout: Layout = Layout.FULL_SBS
     divergence: float = Field(2.0, ge=0.0, le=10.0, description="max disparity, % of the larger side")
     convergence: float = Field(0.5, ge=0.0, le=1.0, description="depth (0=far, 1=near) on the screen plane")
-    method: WarpMethod = WarpMethod.BACKWARD
+    method: WarpMethod = WarpMethod.FORWARD_FILL
     ipd_offset: float = Field(0.0, ge=-5.0, le=5.0, description="extra per-eye shift, % of the larger "
                               "side; > 0 brings the whole scene forward, < 0 pushes it back")
     synthetic_view: Literal["both", "left", "right"] = Field(

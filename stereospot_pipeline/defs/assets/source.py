@@ -1,13 +1,18 @@
-from pathlib import PurePosixPath
+import tempfile
+from pathlib import Path, PurePosixPath
 
+import av
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from stereospot_pipeline import keys
 from stereospot_pipeline.defs.errors import reported_as_failure
 from stereospot_pipeline.defs.partitions import videos
+from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.media.preview import frame_at, markdown_image, png_bytes, preview_key, thumbnail
 from stereospot_pipeline.media.probe import probe_video
+from stereospot_pipeline.media.upright import needs_upright_copy, upright_copy
+from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.sources import open_source
 from stereospot_pipeline.storage import ObjectStore
 
@@ -23,11 +28,22 @@ def source_video(context: AssetExecutionContext, store: ObjectStore) -> Material
     reg = store.get_json(registry_key(key))
     suffix = PurePosixPath(reg["name"]).suffix.lower()
     stored = keys.source(key, suffix)
-    with reported_as_failure(), open_source(reg["uri"]) as local:
-        info = probe_video(local)
+    settings = Settings()
+    with (reported_as_failure(), open_source(reg["uri"]) as local,
+          tempfile.TemporaryDirectory(prefix="stereospot-source-") as tmp):
+        original = info = probe_video(local, max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s)
+        if needs_upright_copy(original):
+            local = upright_copy(local, original, Path(tmp) / "upright.nut")
+            info = probe_video(local)
+            stored = keys.source(key, ".nut")
         if not (store.exists(stored) and store.size(stored) == info.size_bytes):
             store.put_file(local, stored)
-        frame = frame_at(local)
+        try:
+            frame = frame_at(local)
+        except av.error.FFmpegError as exc:
+            # The index reads packets only; a damaged picture shows up when it is decoded.
+            raise InvalidVideoError(str(local), f"a frame in the middle cannot be decoded ({exc.strerror or exc})",
+                                    "the file is damaged; re-download or re-export it") from exc
     store.put_bytes(png_bytes(frame), preview_key(stored))
     store.put_json({**info.model_dump(), "storage_key": stored}, keys.source_info(key))
     context.log.info(f"{reg['name']}: {info.width}x{info.height} {info.codec}, {info.frames} frames, "
@@ -52,4 +68,6 @@ def source_video(context: AssetExecutionContext, store: ObjectStore) -> Material
         "preview_file": MetadataValue.path(store.url(preview_key(stored))),
         "file": MetadataValue.path(store.url(stored)),
         "clean_keyframes": len(info.keyframes),
+        "rotation": original.rotation,
+        "interlaced": original.interlaced,
     })

@@ -41,7 +41,7 @@ from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"
 
 # Production routes this op to GPU capacity through the ECS executor; locally the tags are inert.
 GPU_OP_TAGS = gpu_op_tags(Settings())

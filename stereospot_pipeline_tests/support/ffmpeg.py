@@ -1,0 +1,13 @@
+"""The bundled ffmpeg for generating test inputs (argument lists, never a shell)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+
+
+def ffmpeg(*args: str | Path, timeout: float = 120) -> None:
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *map(str, args)]
+    subprocess.run(cmd, check=True, timeout=timeout)
