@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -36,10 +38,21 @@ def prepare_instance(settings: Settings) -> Path:
     config = _PROJECT_ROOT / "dagster.yaml"
     target = home / "dagster.yaml"
     if config.is_file() and (not target.exists() or target.read_bytes() != config.read_bytes()):
-        shutil.copyfile(config, target)
+        _copy_atomic(config, target)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["STEREOSPOT_HOME"] = str(settings.resolved_home)
     return home
+
+
+def open_instance(settings: Settings):
+    """The local Dagster instance. Two commands started at once on a fresh state folder would both
+    create its SQLite schema and one would fail: the first opening happens under a file lock."""
+    from dagster import DagsterInstance
+
+    home = prepare_instance(settings)
+    with open(home / ".open.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return DagsterInstance.get()
 
 
 @app.command()
@@ -54,7 +67,7 @@ def convert(
     segment_seconds: float = typer.Option(10.0, help="target segment length in seconds"),
 ) -> None:
     """Convert INPUT to stereo 3D; the run is recorded in the local Dagster instance."""
-    from dagster import DagsterInstance, materialize
+    from dagster import materialize
 
     from stereospot_pipeline.definitions import CONVERSION_ASSETS
     from stereospot_pipeline.defs.assets.stereo import stereo_run_config
@@ -68,8 +81,7 @@ def convert(
     params = StereoParams(layout=layout, divergence=divergence, convergence=convergence, method=method,
                           depth_model=depth_model)
     settings = Settings()
-    prepare_instance(settings)
-    instance = DagsterInstance.get()
+    instance = open_instance(settings)
     resources = build_resources(settings)
     key = register_local_file(resources["store"], input)
     if not instance.has_dynamic_partition(videos.name, key):
@@ -131,7 +143,6 @@ def report(
     gpu_hour_usd: float = typer.Option(Prices().gpu_hour_usd, help="price of one GPU machine hour"),
 ) -> None:
     """Cost and speed of every conversion in the local instance (as the conversion_analytics asset)."""
-    from dagster import DagsterInstance
     from rich.table import Table
 
     from stereospot_pipeline.analytics.files import report_files
@@ -139,9 +150,8 @@ def report(
     from stereospot_pipeline.analytics.report import video_rows
 
     settings = Settings()
-    prepare_instance(settings)
     prices = Prices(cpu_hour_usd=cpu_hour_usd, gpu_hour_usd=gpu_hour_usd)
-    conversions = gather(DagsterInstance.get())
+    conversions = gather(open_instance(settings))
     rows = video_rows(conversions, prices)
     table = Table(title=f"Conversions (CPU ${prices.cpu_hour_usd}/h, GPU ${prices.gpu_hour_usd}/h)")
     for column in ("video", "resolution", "video min", "frames", "fps", "compute s/video min",
@@ -209,11 +219,18 @@ def _print_checks(result) -> None:
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
+    """Copy under a unique temp name, then rename: readers and concurrent writers never see a
+    partial file."""
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _failure_messages(result) -> list[str]:

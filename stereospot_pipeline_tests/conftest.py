@@ -14,6 +14,9 @@ from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import StereoParams
 from stereospot_pipeline_tests.clips import REPO, real_clips
 
+# Shared fixtures: a moto S3 server on loopback (s3_endpoint, aws_env), a throwaway PostgreSQL.
+pytest_plugins = ["stereospot_pipeline_tests.support.s3", "stereospot_pipeline_tests.support.postgres"]
+
 
 @pytest.fixture(scope="session")
 def corpus() -> dict[str, Path]:

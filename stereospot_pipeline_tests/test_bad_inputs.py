@@ -28,7 +28,6 @@ from stereospot_pipeline.storage.s3 import s3_client
 from stereospot_pipeline_tests.clips import REPO, decode_all, make_clip, real_clips
 from stereospot_pipeline_tests.conftest import convert, metadata
 from stereospot_pipeline_tests.support.ffmpeg import ffmpeg
-from stereospot_pipeline_tests.support.s3 import aws_env, s3_endpoint  # noqa: F401
 from stereospot_pipeline_tests.test_s3_sensor import Inbox, _added
 
 STEREOSPOT = str(Path(sys.executable).with_name("stereospot"))

@@ -23,7 +23,6 @@ from moto import mock_aws
 from stereospot_pipeline.definitions import build_definitions
 from stereospot_pipeline.defs.executor import CapacityProviderEcsStepHandler, gpu_op_tags, stereospot_ecs_executor
 from stereospot_pipeline.settings import Settings
-from stereospot_pipeline_tests.support.s3 import aws_env  # noqa: F401
 
 ECS_ENV = {
     "STEREOSPOT_EXECUTOR": "ecs",

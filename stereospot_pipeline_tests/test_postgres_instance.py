@@ -9,7 +9,6 @@ from dagster import AssetKey, AssetRecordsFilter, AssetsDefinition, DagsterInsta
 from stereospot_pipeline.definitions import CONVERSION_ASSETS
 from stereospot_pipeline_tests.clips import make_clip
 from stereospot_pipeline_tests.conftest import convert
-from stereospot_pipeline_tests.support.postgres import postgres_url  # noqa: F401
 
 
 @pytest.mark.timeout(600)

@@ -23,7 +23,7 @@ from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.storage.s3 import S3ObjectStore
 from stereospot_pipeline_tests.clips import REPO, decode_all, make_clip
 from stereospot_pipeline_tests.conftest import convert, metadata
-from stereospot_pipeline_tests.support.s3 import aws_env, make_buckets, s3_endpoint  # noqa: F401
+from stereospot_pipeline_tests.support.s3 import make_buckets
 
 SEGMENT_SECONDS = 0.5
 
@@ -154,8 +154,14 @@ def test_a_killed_conversion_resumes_with_identical_output(tmp_path, clip, unint
 
 
 def test_two_runs_of_one_video_at_once_leave_one_complete_output(tmp_path, clip, uninterrupted):
+    """Two users converting the same file at once on a fresh state folder, through the CLI."""
     home = tmp_path / "shared"
-    procs = [_start(home, clip) for _ in range(2)]
+    env = {**os.environ, "STEREOSPOT_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    procs = [subprocess.Popen([str(Path(sys.executable).with_name("stereospot")), "convert", str(clip),
+                               "--segment-seconds", str(SEGMENT_SECONDS)], cwd=tmp_path, env=env,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
     try:
         codes = [p.wait(timeout=400) for p in procs]
     finally:

@@ -12,7 +12,7 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 from stereospot_pipeline_tests.clips import REPO, make_clip
 from stereospot_pipeline_tests.support.daemon import dagster_daemon
-from stereospot_pipeline_tests.support.s3 import aws_env, make_buckets, s3_endpoint  # noqa: F401
+from stereospot_pipeline_tests.support.s3 import make_buckets
 from stereospot_pipeline.storage.s3 import s3_client
 
 WAIT_SECONDS = 240

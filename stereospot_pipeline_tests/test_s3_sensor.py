@@ -16,7 +16,7 @@ from stereospot_pipeline.ingest import partition_key, registry_key
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.storage import check_key
 from stereospot_pipeline.storage.s3 import S3ObjectStore, s3_client
-from stereospot_pipeline_tests.support.s3 import aws_env, make_buckets, s3_endpoint  # noqa: F401
+from stereospot_pipeline_tests.support.s3 import make_buckets
 
 
 class Inbox:

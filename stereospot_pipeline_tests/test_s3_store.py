@@ -12,7 +12,7 @@ from botocore.awsrequest import AWSResponse
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.sources import open_source
 from stereospot_pipeline.storage.s3 import MIB, S3_MAX_ATTEMPTS, S3ObjectStore
-from stereospot_pipeline_tests.support.s3 import aws_env, make_buckets, s3_endpoint  # noqa: F401
+from stereospot_pipeline_tests.support.s3 import make_buckets
 
 BUCKET = "work-bucket"
 

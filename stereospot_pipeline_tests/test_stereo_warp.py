@@ -174,7 +174,7 @@ def test_ipd_offset_adds_a_constant_shift():
 
 def test_preserve_screen_border_pins_the_frame_edges():
     torch.manual_seed(1)
-    image, depth = torch.rand(1, 3, 32, 200), torch.rand(1, 1, 32, 200)
+    depth = torch.rand(1, 1, 32, 200)
     shift = eye_shift(depth, StereoParams(divergence=10.0, preserve_screen_border=True))
     assert shift[..., 0].abs().max() == 0 and shift[..., -1].abs().max() == 0
     assert torch.equal(shift[..., 20:180], eye_shift(depth, StereoParams(divergence=10.0))[..., 20:180])
