@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,18 +17,11 @@ from stereospot_pipeline.defs.assets.stereo import stereo_run_config
 from stereospot_pipeline.ingest import file_sha256, partition_key
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline_tests.clips import decode_all, make_clip
-
-STEREOSPOT = str(Path(sys.executable).with_name("stereospot"))
+from stereospot_pipeline_tests.support.ui import Ui
 
 ASSET_GRAPH = """
 { assetNodes { assetKey { path } dependencyKeys { path } partitionDefinition { type name } } }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str, every: float = 1.0):
@@ -54,29 +43,12 @@ def _dropped(path: Path, src: Path) -> None:
 
 @pytest.fixture
 def live_ui(tmp_path):
-    home, port = tmp_path / "home", _free_port()
-    env = {**os.environ, "STEREOSPOT_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    log = open(tmp_path / "ui.log", "w")
-    proc = subprocess.Popen([STEREOSPOT, "ui", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    ui = Ui(tmp_path / "home", tmp_path / "ui.log")
     try:
-        def ready():
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok
-            except requests.ConnectionError:
-                assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
-                return False
-        _wait(ready, 180, "the Dagster UI to start")
-        yield home, port
+        ui.start()
+        yield ui.home, ui.port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
+        ui.stop()
 
 
 def _runs_for(port: int, key: str) -> list[dict]:

@@ -4,7 +4,6 @@ a daemon restart in the middle loses nothing) and peak memory independent of vid
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,17 +11,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import requests
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus
 
 from stereospot_pipeline.storage.s3 import s3_client
 from stereospot_pipeline_tests.clips import REPO, decode_all
 from stereospot_pipeline_tests.support.daemon import dagster_daemon
 from stereospot_pipeline_tests.support.ffmpeg import ffmpeg
-from stereospot_pipeline_tests.support.net import free_port
+from stereospot_pipeline_tests.support.ui import Ui
 from stereospot_pipeline_tests.support.s3 import make_buckets
 
-STEREOSPOT = str(Path(sys.executable).with_name("stereospot"))
 VIDEOS = 20
 WAIT_SECONDS = 420
 
@@ -32,41 +29,6 @@ def _tiny(path: Path, i: int) -> Path:
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x36:rate=10:duration=0.5", "-vf", f"hue=h={i * 17}",
            "-c:v", "libx264", "-g", "5", "-pix_fmt", "yuv420p", path)
     return path
-
-
-class Ui:
-    """`stereospot ui` (webserver + daemon) in its own process group, restartable."""
-
-    def __init__(self, home: Path, log: Path):
-        self.home, self.log, self.proc = home, log, None
-
-    def start(self) -> None:
-        port = free_port()
-        env = {**os.environ, "STEREOSPOT_HOME": str(self.home)}
-        env.pop("DAGSTER_HOME", None)
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([STEREOSPOT, "ui", "--port", str(port)], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        raise AssertionError("the UI did not start")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
 
 
 def _outputs(outbox: Path) -> list[Path]:
