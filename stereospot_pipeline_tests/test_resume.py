@@ -105,7 +105,7 @@ def uninterrupted(instance, resources, clip):
     return _frames(metadata(result, "published_video")["output"])
 
 
-@pytest.mark.parametrize("kill_point", ["during_segments", "ffmpeg_during_split", "before_join"])
+@pytest.mark.parametrize("kill_point", ["during_segments", "ffmpeg_during_split", "before_join", "during_join"])
 def test_a_killed_conversion_resumes_with_identical_output(tmp_path, clip, uninterrupted, kill_point):
     home = tmp_path / "killed"
     store = build_resources(Settings(home=home))["store"]
@@ -120,6 +120,9 @@ def test_a_killed_conversion_resumes_with_identical_output(tmp_path, clip, unint
 
         env = {"IMAGEIO_FFMPEG_EXE": str(fake), "REAL_FFMPEG": imageio_ffmpeg.get_ffmpeg_exe(),
                "HANG_FLAG": str(tmp_path / "hang.pid")}
+    scratch = tmp_path / "scratch"  # the run's temp folder, where final_video writes the joined file
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
     proc = _start(home, clip, env)
     try:
         if kill_point == "during_segments":
@@ -127,6 +130,10 @@ def test_a_killed_conversion_resumes_with_identical_output(tmp_path, clip, unint
             _kill(proc)
         elif kill_point == "before_join":
             _wait_for(lambda: store.exists(f"stereo/{key}/manifest.json"), proc)
+            _kill(proc)
+            done_at_kill = 8
+        elif kill_point == "during_join":
+            _wait_for(lambda: list(scratch.glob("stereospot-final-*/*.mp4")), proc, every=0.005)
             _kill(proc)
             done_at_kill = 8
         else:
