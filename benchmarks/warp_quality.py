@@ -16,45 +16,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.data import chelsea, stereo_motorcycle
+from skimage.data import chelsea
 
 from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
 from stereospot_pipeline.stereo.depth import HeuristicDepth
-from stereospot_pipeline.stereo.depth_post import postprocess_depth
 from stereospot_pipeline.stereo.normalize import seam_ratio
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
-from stereospot_pipeline.stereo.warp import fill_from_background, right_from_left_disparity, synthesize_views
-
-BORDER = 32
-
-
-def _tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-
-
-def at_depth_resolution(disparity: torch.Tensor, short_side: int) -> torch.Tensor:
-    """Full-resolution disparity [1,1,H,W] (non-finite = unknown) as the converter holds depth:
-    at the depth model's resolution, edges dilated with the default setting -> [1,1,h,w]."""
-    known = disparity.isfinite()
-    filled = torch.where(known, disparity, 0.0)
-    filled = fill_from_background(filled, filled, known)
-    h, w = disparity.shape[-2:]
-    small = F.interpolate(filled, size=(short_side, round(w * short_side / h)), mode="area")
-    return postprocess_depth(small, StereoParams().edge_dilation, 0.0)
+from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr
+from stereospot_pipeline.stereo.warp import right_from_left_disparity, synthesize_views
 
 
 def warp_psnr() -> dict[str, dict[str, float]]:
     """dB PSNR of the right view synthesised from the left view + ground-truth disparity of
-    scikit-image's motorcycle pair, borders of BORDER px excluded: with the disparity at full
+    scikit-image's motorcycle pair, borders of 32 px excluded: with the disparity at full
     resolution, and at the depth model's default resolution (what the converter does)."""
-    left, right, disparity = stereo_motorcycle()
-    left, right, disparity = _tensor(left), _tensor(right), torch.from_numpy(disparity)[None, None]
+    left, right, disparity = motorcycle_pair()
     grids = {"full_res": disparity, "depth_res": at_depth_resolution(disparity, StereoParams().depth_short_side)}
     scores: dict[str, dict[str, float]] = {}
     for grid, d in grids.items():
         for method in WarpMethod:
-            error = (right_from_left_disparity(left, d, method) - right)[..., BORDER:-BORDER, BORDER:-BORDER]
-            scores.setdefault(grid, {})[method.value] = round(float(10 * torch.log10(1 / error.pow(2).mean())), 2)
+            scores.setdefault(grid, {})[method.value] = round(psnr(right_from_left_disparity(left, d, method), right), 2)
     return scores
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage.data import stereo_motorcycle
 
-from stereospot_pipeline.stereo.depth_post import postprocess_depth
+from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr
 from stereospot_pipeline.stereo.params import StereoParams, WarpMethod
 from stereospot_pipeline.stereo.warp import (
     eye_shift,
-    fill_from_background,
     render_view,
     right_from_left_disparity,
     synthesize_views,
@@ -20,45 +18,27 @@ from stereospot_pipeline.stereo.warp import (
 BLUE, RED = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0])
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor, border: int = 32) -> float:
-    mse = ((a - b)[..., border:-border, border:-border] ** 2).mean()
-    return float(10 * torch.log10(1 / mse))
-
-
 @pytest.fixture(scope="module")
 def motorcycle() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    left, right, disparity = stereo_motorcycle()
-    to_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
-    return to_tensor(left), to_tensor(right), torch.from_numpy(disparity)[None, None]
+    return motorcycle_pair()
 
 
 def test_forward_fill_beats_backward_on_a_real_stereo_pair(motorcycle):
     left, right, disparity = motorcycle
-    backward = _psnr(right_from_left_disparity(left, disparity, WarpMethod.BACKWARD), right)
-    forward = _psnr(right_from_left_disparity(left, disparity, WarpMethod.FORWARD_FILL), right)
+    backward = psnr(right_from_left_disparity(left, disparity, WarpMethod.BACKWARD), right)
+    forward = psnr(right_from_left_disparity(left, disparity, WarpMethod.FORWARD_FILL), right)
     assert 16.5 <= backward <= 19.0
     assert forward >= 21.0
     assert forward >= backward + 3.0
-
-
-def _at_depth_resolution(disparity: torch.Tensor, short_side: int = 224) -> torch.Tensor:
-    """Full-resolution disparity [1,1,H,W] (non-finite = unknown) as the converter holds depth:
-    at the depth model's resolution, edges dilated -> [1,1,h,w]."""
-    known = disparity.isfinite()
-    filled = torch.where(known, disparity, 0.0)
-    filled = fill_from_background(filled, filled, known)
-    h, w = disparity.shape[-2:]
-    small = F.interpolate(filled, size=(short_side, round(w * short_side / h)), mode="area")
-    return postprocess_depth(small, StereoParams().edge_dilation, 0.0)
 
 
 def test_forward_fill_at_depth_resolution_keeps_its_lead_on_a_real_stereo_pair(motorcycle):
     """The converter decides where pixels read from on the depth model's coarse grid: forward fill
     must keep its quality there, not only with full-resolution disparity."""
     left, right, disparity = motorcycle
-    coarse = _at_depth_resolution(disparity)
-    backward = _psnr(right_from_left_disparity(left, coarse, WarpMethod.BACKWARD), right)
-    forward = _psnr(right_from_left_disparity(left, coarse, WarpMethod.FORWARD_FILL), right)
+    coarse = at_depth_resolution(disparity, StereoParams().depth_short_side)
+    backward = psnr(right_from_left_disparity(left, coarse, WarpMethod.BACKWARD), right)
+    forward = psnr(right_from_left_disparity(left, coarse, WarpMethod.FORWARD_FILL), right)
     assert forward >= 21.0
     assert forward >= backward + 3.0
 
@@ -69,7 +49,7 @@ def test_uint8_frames_warp_like_float_frames(motorcycle, method):
     float: the result must match the float warp to the rounding."""
     left, _, disparity = motorcycle
     as_uint8 = (left * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-    coarse = _at_depth_resolution(disparity)
+    coarse = at_depth_resolution(disparity, StereoParams().depth_short_side)
     warped = right_from_left_disparity(as_uint8, coarse, method)
     reference = right_from_left_disparity(as_uint8.float(), coarse, method)
     assert warped.dtype == torch.uint8

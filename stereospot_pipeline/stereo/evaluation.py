@@ -1,0 +1,45 @@
+"""Measuring the engine against real stereo ground truth (scikit-image's motorcycle pair).
+
+Shared by the quality benchmark and the tests, so both score the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from stereospot_pipeline.stereo.depth_post import postprocess_depth
+from stereospot_pipeline.stereo.params import StereoParams
+from stereospot_pipeline.stereo.warp import fill_from_background
+
+BORDER = 32  # px excluded at every edge: the pair's borders have no valid correspondence
+
+
+def motorcycle_pair() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(left [1,3,H,W], right [1,3,H,W] in 0..1, left disparity [1,1,H,W] px; non-finite = unknown).
+    Needs scikit-image (the dev extra), whose data module ships the pair."""
+    from skimage.data import stereo_motorcycle
+
+    left, right, disparity = stereo_motorcycle()
+
+    def to_tensor(rgb):
+        return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+
+    return to_tensor(left), to_tensor(right), torch.from_numpy(disparity)[None, None]
+
+
+def at_depth_resolution(disparity: torch.Tensor, short_side: int) -> torch.Tensor:
+    """Full-resolution disparity [1,1,H,W] (non-finite = unknown) as the converter holds depth:
+    at the depth model's resolution, edges dilated with the default setting -> [1,1,h,w]."""
+    known = disparity.isfinite()
+    filled = torch.where(known, disparity, 0.0)
+    filled = fill_from_background(filled, filled, known)
+    h, w = disparity.shape[-2:]
+    small = F.interpolate(filled, size=(short_side, round(w * short_side / h)), mode="area")
+    return postprocess_depth(small, StereoParams().edge_dilation, 0.0)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, border: int = BORDER) -> float:
+    """dB PSNR of two [..., H, W] images in 0..1, ``border`` px excluded at every edge."""
+    mse = ((a - b)[..., border:-border, border:-border] ** 2).mean()
+    return float(10 * torch.log10(1 / mse))
