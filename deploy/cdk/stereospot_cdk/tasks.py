@@ -37,6 +37,15 @@ def task_role(scope: Construct, construct_id: str, description: str) -> iam.Role
     )
 
 
+def video_task_role(scope: Construct, construct_id: str, description: str, buckets: Buckets) -> iam.Role:
+    """The role of tasks that convert videos: read uploads, read and write work and outputs,
+    nothing else (uploads are never written)."""
+    role = task_role(scope, construct_id, description)
+    buckets.input.grant_read(role)
+    buckets.output.grant_read_write(role)
+    return role
+
+
 def log_driver(scope: Construct, construct_id: str, stream_prefix: str) -> ecs.LogDriver:
     group = logs.LogGroup(scope, construct_id, retention=LOG_RETENTION)
     return ecs.LogDrivers.aws_logs(stream_prefix=stream_prefix, log_group=group)
@@ -58,9 +67,7 @@ class GpuStepTask(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         # GPU steps only convert segments; unlike run workers they never start other tasks.
-        self.role = task_role(self, "Role", "stereospot GPU step tasks")
-        buckets.input.grant_read(self.role)
-        buckets.output.grant_read_write(self.role)
+        self.role = video_task_role(self, "Role", "stereospot GPU step tasks", buckets)
         self.definition = ecs.Ec2TaskDefinition(
             self,
             "Definition",
@@ -100,9 +107,7 @@ class RunWorkerTask(Construct):
         gpu_step: GpuStepTask,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.role = task_role(self, "Role", "stereospot run workers and CPU steps")
-        buckets.input.grant_read(self.role)
-        buckets.output.grant_read_write(self.role)
+        self.role = video_task_role(self, "Role", "stereospot run workers and CPU steps", buckets)
         # The run worker hosts the ECS executor, which starts one task per step.
         grant_task_launch(
             self.role,
