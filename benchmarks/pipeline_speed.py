@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -20,27 +21,32 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import imageio_ffmpeg
 import numpy as np
 import torch
 
 from stereospot_pipeline.media.codec import VideoWriter, iter_frames
+from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.render import render_segment
-from stereospot_pipeline.stereo.convert import analysis_frames
-from stereospot_pipeline.stereo.depth import load_estimator
-from stereospot_pipeline.stereo.layout import compose
+from stereospot_pipeline.stereo import planes
+from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
+from stereospot_pipeline.stereo.layout import eye_slots
 from stereospot_pipeline.stereo.params import StereoParams, WarpMethod
-from stereospot_pipeline.stereo.warp import synthesize_views
+from stereospot_pipeline.stereo.planes import PixelFormat
+from stereospot_pipeline.stereo.warp import eye_offsets, warp_planes
 
 REPO = Path(__file__).resolve().parent.parent
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def make_source(dest: Path, height: int, frames: int) -> Path:
-    """The shipped real clip, scaled to ``height`` (natural footage, not a test pattern)."""
+    """The shipped real clip, scaled to ``height`` (natural footage, not a test pattern), as 4:2:0
+    like nearly every video people have: the shipped clip is 4:4:4, which would make the ffmpeg
+    baseline encode twice the chroma."""
     subprocess.run([FFMPEG, "-v", "error", "-y", "-stream_loop", "-1", "-i", str(REPO / "examples" / "cockatoo.mp4"),
-                    "-frames:v", str(frames), "-vf", f"scale=-2:{height}", "-c:v", "libx264", "-preset", "fast",
-                    "-crf", "18", "-an", str(dest)], check=True)
+                    "-frames:v", str(frames), "-vf", f"scale=-2:{height}", "-pix_fmt", "yuv420p", "-c:v", "libx264",
+                    "-preset", "fast", "-crf", "18", "-an", str(dest)], check=True)
     return dest
 
 
@@ -50,27 +56,56 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ffmpeg), all threads."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_cpu(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``fn()``."""
+    cpu = cpu_seconds()
+    wall = timed(fn)
+    return wall, cpu_seconds() - cpu
+
+
 def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
-    """Each stage alone, on the inputs the converter gives it: uint8 frames, depth at the
-    estimator's resolution, real (changing) side-by-side frames for the encoder."""
-    rgb = [f for f, _, _ in iter_frames(clip)]
-    h, w = rgb[0].shape[:2]
+    """Each stage alone on one thread, on the inputs the converter gives it: decoded 4:2:0
+    frames, depth at the estimator's resolution, the warp of both eyes' planes straight into a
+    side-by-side frame, and real (changing) side-by-side frames for the encoder."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    yuv = [f for f, _, _ in iter_frames(clip)]
+    fmt = PixelFormat.YUV420P
+    h, w = planes.frame_size(torch.from_numpy(yuv[0])[None], fmt)
     decode = timed(lambda: sum(1 for _ in iter_frames(clip)))
-    pixels = torch.from_numpy(np.stack(rgb[: params.batch_size]))
-    image = pixels.permute(0, 3, 1, 2)
-    estimator = load_estimator(params.depth_model)
+    pixels = torch.from_numpy(np.stack(yuv[: params.batch_size]))
+    converter = StereoConverter(params, torch.device("cpu"), pixel_format=fmt)
     reps = max(1, 32 // params.batch_size)
-    depth_s = timed(lambda: [estimator(analysis_frames(pixels, params.depth_short_side))
-                             for _ in range(reps)]) / (reps * len(pixels))
-    nearness = estimator(analysis_frames(pixels, params.depth_short_side))
+
+    def depth_stage():
+        return converter.estimator(analysis_frames(pixels, converter.analysis_side, fmt))
+
+    depth_s = timed(lambda: [depth_stage() for _ in range(reps)]) / (reps * len(pixels))
+    nearness = depth_stage()
     depth = (nearness - nearness.amin()) / (nearness.amax() - nearness.amin())
+    packed = torch.empty((len(pixels), *planes.frame_shape(h, 2 * w, fmt)), dtype=torch.uint8)
+    sources, targets = planes.split(pixels, fmt), planes.split(packed, fmt)
+
+    def warp(p: StereoParams) -> None:
+        for eye, offset in enumerate(eye_offsets(depth, p, (h, w))):
+            for i in range(len(pixels)):
+                slots = [eye_slots(t[i:i + 1], p.layout)[eye] for t in targets]
+                warp_planes([s_[i:i + 1] for s_ in sources], offset[i:i + 1], w, outs=slots)
+
     warps = {}
     for method in WarpMethod:
         p = params.model_copy(update={"method": method})
-        warps[method.value] = timed(lambda: [compose(*synthesize_views(image, depth, p), p.layout)
-                                             for _ in range(reps)]) / (reps * len(pixels))
+        warps[method.value] = timed(lambda: [warp(p) for _ in range(reps)]) / (reps * len(pixels))
+    torch.set_num_threads(os.cpu_count() or 1)
+    cv2.setNumThreads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
-        sbs = [np.concatenate([f, f], axis=1) for f in rgb[:frames]]
+        sbs = [np.concatenate([f, f], axis=1) for f in yuv[:frames]]  # Y|Y, U|U, V|V rows: a 4:2:0 SBS frame
 
         def encode():
             writer = VideoWriter(Path(tmp) / "e.mp4", 2 * w, h, Fraction(1, 30), crf=params.crf,
@@ -91,6 +126,18 @@ def baseline(clip: Path, out: Path, preset: str, crf: int) -> None:
                     "-an", str(out)], check=True)
 
 
+def conversion(clip: Path, out: Path, params: StereoParams) -> None:
+    """A conversion as the pipeline runs one: the whole-video depth range from sparse samples,
+    then the segment rendered with it (decode, depth, warp and encode overlapped)."""
+    converter = StereoConverter(params, torch.device("cpu"), pixel_format=PixelFormat.YUV420P)
+    depth_range = video_depth_range(sample_frames(clip, short_side=2 * converter.analysis_side),
+                                    converter.estimator, converter.device, pixel_format=PixelFormat.YUV420P,
+                                    short_side=converter.analysis_side)
+    converter = StereoConverter(params, torch.device("cpu"), converter.estimator, depth_range,
+                                pixel_format=PixelFormat.YUV420P)
+    render_segment(clip, out, params, converter=converter)
+
+
 def peak_rss_mb(clip: Path, params: StereoParams, whole_video_range: bool = False) -> float:
     """Peak resident memory of a fresh process converting ``clip``: by default as ``render_segment``
     alone does (EMA look-ahead, which holds ``ema_lookahead`` frames), with ``whole_video_range``
@@ -105,7 +152,7 @@ def peak_rss_mb(clip: Path, params: StereoParams, whole_video_range: bool = Fals
             "from stereospot_pipeline.stereo.normalize import DepthRange;"
             "from stereospot_pipeline.stereo.params import StereoParams;"
             "p = StereoParams.model_validate_json(sys.argv[3]);"
-            "c = StereoConverter(p, depth_range=DepthRange(lo=-1.5, hi=1.5, frames=1)) if sys.argv[4] == '1' else None;"
+            "c = StereoConverter(p, depth_range=DepthRange(lo=-1.5, hi=1.5, frames=1), pixel_format='yuv420p') if sys.argv[4] == '1' else None;"
             "render_segment(Path(sys.argv[1]), Path(sys.argv[2]), p, converter=c);"
             "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])")
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,16 +180,21 @@ def main() -> None:
             methods = [params.method] + [m for m in WarpMethod if m is not params.method]
             base_t, conv_t = [], {m: [] for m in methods}
             for _ in range(args.repeats):
-                base_t.append(timed(lambda: baseline(clip, tmp / "base.mp4", params.preset, params.crf)))
+                base_t.append(timed_cpu(lambda: baseline(clip, tmp / "base.mp4", params.preset, params.crf)))
                 for method in methods:
                     p = params.model_copy(update={"method": method})
-                    conv_t[method].append(timed(lambda: render_segment(clip, tmp / "conv.mp4", p)))
-            base = statistics.median(base_t)
-            conv = statistics.median(conv_t[params.method])
+                    conv_t[method].append(timed_cpu(lambda: conversion(clip, tmp / "conv.mp4", p)))
+            base = statistics.median(t for t, _ in base_t)
+            conv = statistics.median(t for t, _ in conv_t[params.method])
+            base_cpu = statistics.median(c for _, c in base_t)
+            conv_cpu = statistics.median(c for _, c in conv_t[params.method])
             entry.update(end_to_end_fps=args.frames / conv, ffmpeg_reencode_fps=args.frames / base,
-                         ratio_conversion_to_reencode=conv / base)
+                         ratio_conversion_to_reencode=conv / base,
+                         cpu_ms_per_frame_conversion=1000 * conv_cpu / args.frames,
+                         cpu_ms_per_frame_reencode=1000 * base_cpu / args.frames,
+                         ratio_cpu_conversion_to_reencode=conv_cpu / base_cpu)
             for method in methods[1:]:
-                t = statistics.median(conv_t[method])
+                t = statistics.median(t for t, _ in conv_t[method])
                 entry[f"end_to_end_{method.value}_fps"] = args.frames / t
                 entry[f"ratio_{method.value}_to_reencode"] = t / base
             results[f"{height}p"] = entry

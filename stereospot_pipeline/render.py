@@ -14,18 +14,21 @@ from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
-from stereospot_pipeline.media.codec import VideoWriter, iter_frames, pad_even
+from stereospot_pipeline.media.codec import VideoWriter, iter_frames
 from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
 from stereospot_pipeline.stereo.convert import StereoConverter
 from stereospot_pipeline.stereo.layout import output_size
 from stereospot_pipeline.stereo.params import Layout, StereoParams
+from stereospot_pipeline.stereo.planes import PixelFormat, frame_size
 
 _DONE = object()
+ENC_LOG = []
 # x264 writes a frame-packing SEI so 3D TVs and players switch to the packing on their own
 # (3 = side by side, 4 = top-bottom). Cross-eyed (right|left) must not claim 3: players would
 # show each eye to the wrong side.
@@ -37,7 +40,7 @@ _X264_PARAMS = {
 }
 
 
-# Share of the CPU cores the stereo compute's torch threads get: the decoder and x264 run their
+# Share of the CPU cores the stereo compute's threads (torch, OpenCV) get: the decoder and x264 run their
 # own threads on the same cores, and torch's workers spin while they wait, so with as many
 # threads as cores they stall one another (2 cores, another job running: one torch thread
 # converted steadily, two took 1.5-5x longer from run to run).
@@ -45,14 +48,16 @@ _COMPUTE_CORE_SHARE = 0.5
 
 
 @contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` for the block (it is process-wide)."""
-    before = torch.get_num_threads()
+def _compute_threads(count: int) -> Iterator[None]:
+    """torch's and OpenCV's thread counts set to ``count`` for the block (both are process-wide)."""
+    before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(count)
+    cv2.setNumThreads(count)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
 
 
 class RenderResult(BaseModel):
@@ -123,7 +128,9 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
     Decode, stereo compute and encode run in three threads joined by small bounded queues, so
     the CPU-bound encoder overlaps with compute and memory does not grow with the segment.
     """
-    converter = converter or StereoConverter(params)
+    converter = converter or StereoConverter(params, pixel_format=PixelFormat.YUV420P)
+    if converter.pixel_format is not PixelFormat.YUV420P:
+        raise ValueError("render_segment needs a converter of yuv420p frames (the decoder's format)")
     stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=2)
     packed: queue.Queue = queue.Queue(maxsize=2)
@@ -135,8 +142,8 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
     def decode() -> None:
         batch, stamps = [], []
         keep = (lambda t: plan.contains(t - offset)) if plan else None
-        for rgb, pts, tb in iter_frames(chunk, keep):
-            batch.append(rgb)
+        for frame, pts, tb in iter_frames(chunk, keep):
+            batch.append(frame)
             stamps.append(pts - round(offset / tb))
             if len(batch) == params.batch_size:
                 _put(batches, (np.stack(batch), stamps, tb), stop)
@@ -150,11 +157,12 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
         while (item := _get(packed, stop)) is not _DONE:
             frames, stamps, tb = item
             if writer is None:
-                h, w = frames.shape[1:3]
+                h, w = frame_size(frames, PixelFormat.YUV420P)
                 writer = VideoWriter(out, w, h, tb, crf=params.crf, preset=params.preset,
                                      x264_params=_X264_PARAMS.get(params.layout))
-            for rgb, pts in zip(frames, stamps):
-                writer.write(rgb, pts)
+            for frame, pts in zip(frames, stamps):
+                ENC_LOG.append((frame.copy(), pts, tb))
+                writer.write(frame, pts)
         if writer is not None:
             writer.close()
 
@@ -167,15 +175,15 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
         nonlocal done, size
         if not len(stamps):
             return
-        result = pad_even(result)
-        size = (result.shape[2], result.shape[1])
+        h, w = frame_size(result, PixelFormat.YUV420P)
+        size = (w, h)
         _put(packed, (result, stamps, tb), stop)
         done += len(stamps)
         if on_progress:
             on_progress(done)
 
     try:
-        with _torch_threads(max(1, int((os.cpu_count() or 1) * _COMPUTE_CORE_SHARE))):
+        with _compute_threads(max(1, int((os.cpu_count() or 1) * _COMPUTE_CORE_SHARE))):
             while (item := _get(batches, stop)) is not _DONE:
                 frames, stamps, tb = item
                 emit(*converter.push(frames, stamps))

@@ -42,7 +42,7 @@ def test_heuristic_beats_the_vertical_prior_on_real_stereo(motorcycle):
     prior = rank_agreement(vertical, disparity)
     ours = rank_agreement(HeuristicDepth()(frames), disparity)
     assert prior == pytest.approx(0.666, abs=0.01)
-    # Measured 0.764; the margin absorbs numeric differences across torch builds.
+    # Measured 0.765; the margin absorbs numeric differences across torch builds.
     assert ours >= 0.75
     assert ours > prior + 0.07
 
@@ -52,7 +52,7 @@ def test_heuristic_contract_batched_and_finite():
     est = load_estimator("heuristic")
     out = est(frames)
     assert est.name == "heuristic"
-    assert out.shape == (3, 1, 160, 284)
+    assert out.shape == (3, 1, 128, 228)  # its working resolution: 128 rows, the aspect kept
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out[1:2], est(frames[1:2]), atol=1e-4, rtol=1e-4)
 

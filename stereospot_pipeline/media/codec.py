@@ -12,25 +12,41 @@ import numpy as np
 
 def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None,
                 ) -> Iterator[tuple[np.ndarray, int, Fraction]]:
-    """Yield (rgb uint8 [H,W,3], pts, time_base) for each frame of the first video track whose
-    time (seconds) passes ``keep``; the others are decoded (as references) but not converted."""
+    """Yield (yuv420p uint8 [H*3/2,W], pts, time_base) for each frame of the first video track
+    whose time (seconds) passes ``keep``; the others are decoded (as references) but not
+    converted. Odd sizes come padded to even (see ``yuv420p``)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threading roughly doubles decode speed
         for frame in container.decode(stream):
             pts = frame.pts if frame.pts is not None else frame.dts
             if keep is None or keep(pts * frame.time_base):
-                yield frame.to_ndarray(format="rgb24"), pts, frame.time_base
+                yield yuv420p(frame), pts, frame.time_base
+
+
+def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """The frame (scaled to ``width`` x ``height`` if given: both even) as planar 4:2:0
+    [H*3/2,W]: H rows of luma, then the U and the V plane (each H/2 x W/2, row after row).
+
+    8-bit 4:2:0, the usual decoded format, is only copied; others (10-bit, 4:4:4, full range)
+    are converted by libswscale. 4:2:0 has no odd sizes: an odd frame gets its last row/column
+    repeated (not rescaled, which would soften every pixel).
+    """
+    if width is None and (frame.width % 2 or frame.height % 2):
+        rgb = pad_even(frame.to_ndarray(format="rgb24")[None])[0]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return frame.to_ndarray(width=width, height=height, format="yuv420p")
 
 
 class VideoWriter:
-    """H.264 (libx264) writer that keeps the caller's timestamps (variable frame rate survives)."""
+    """H.264 (libx264) writer of yuv420p frames [H*3/2,W] (what x264 encodes from: no colour
+    conversion) that keeps the caller's timestamps (variable frame rate survives)."""
 
     def __init__(self, path: Path, width: int, height: int, time_base: Fraction, *, crf: int = 20,
                  preset: str = "veryfast", x264_params: str | None = None, rate: Fraction | None = None):
         self.container = av.open(str(path), "w", format="mp4" if path.suffix == ".mp4" else None)
         self.stream = self.container.add_stream("libx264", rate=rate)
-        # yuv420p needs even sizes; callers pad odd sources (see ``pad_even``).
+        # 4:2:0 needs even sizes; ``yuv420p`` pads odd sources.
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
         self.stream.time_base = time_base
@@ -39,14 +55,18 @@ class VideoWriter:
         if x264_params:
             opts["x264-params"] = x264_params
         self.stream.options = opts
+        # Frame threads, as the ffmpeg tool uses (PyAV's default is slice threads), so the
+        # comparison with a plain re-encode measures the same encoder work.
+        self.stream.codec_context.thread_type = "FRAME"
+        self.stream.codec_context.thread_count = 0
         self.frames = 0
         # Held back one frame: its duration (which sets the file's duration and frame rate) is
         # only known when the next timestamp arrives; the last frame repeats the last interval.
         self._pending: av.VideoFrame | None = None
         self._last_duration = 1
 
-    def write(self, rgb: np.ndarray, pts: int) -> None:
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    def write(self, yuv: np.ndarray, pts: int) -> None:
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = pts
         frame.time_base = self.stream.codec_context.time_base
         if self._pending is not None:
@@ -76,7 +96,7 @@ class VideoWriter:
 
 
 def pad_even(rgb: np.ndarray) -> np.ndarray:
-    """[B,H,W,3] -> [B,H',W',3] with H', W' even, edge rows/columns repeated (yuv420p needs it)."""
+    """[B,H,W,3] -> [B,H',W',3] with H', W' even, edge rows/columns repeated (4:2:0 needs it)."""
     h, w = rgb.shape[1:3]
     if h % 2 == 0 and w % 2 == 0:
         return rgb

@@ -8,18 +8,21 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stereospot_pipeline.media.codec import yuv420p
+
 
 def _scaled(frame: av.VideoFrame, short_side: int) -> np.ndarray:
-    scale = short_side / min(frame.width, frame.height)
+    scale = min(1.0, short_side / min(frame.width, frame.height))
     width = max(2, round(frame.width * scale / 2) * 2)
     height = max(2, round(frame.height * scale / 2) * 2)
-    return frame.to_ndarray(width=width, height=height, format="rgb24")
+    return yuv420p(frame, width, height)
 
 
 def sample_frames(path: Path, *, every_s: float = 1.0, short_side: int = 224,
                   max_frames: int = 240, min_keyframes: int = 8) -> Iterator[np.ndarray]:
-    """Yield up to ``max_frames`` uint8 [h,w,3] frames spread over the video, about one per
-    ``every_s`` seconds, downscaled to ``short_side``.
+    """Yield up to ``max_frames`` yuv420p frames [h*3/2,w] spread over the video, about one per
+    ``every_s`` seconds, downscaled to about ``short_side`` (never enlarged), in the segments'
+    pixel format so the depth analysis sees them exactly as it sees the segments' frames.
 
     Decoding only keyframes skips almost all decode work; streams with too few keyframes fall
     back to decoding everything and keeping one frame per interval.

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from stereospot_pipeline.stereo.depth import DepthEstimator, load_estimator
 from stereospot_pipeline.stereo.depth_post import postprocess_depth, with_flip_tta
-from stereospot_pipeline.stereo.layout import compose, output_size
+from stereospot_pipeline.stereo import planes
+from stereospot_pipeline.stereo.layout import compose, eye_slots, mixes_colours, output_size
 from stereospot_pipeline.stereo.normalize import (
     DepthRange,
     EmaNormalizer,
@@ -24,7 +25,8 @@ from stereospot_pipeline.stereo.normalize import (
     robust_range,
 )
 from stereospot_pipeline.stereo.params import Layout, StereoParams
-from stereospot_pipeline.stereo.warp import eye_shift, synthesize_views
+from stereospot_pipeline.stereo.planes import PixelFormat
+from stereospot_pipeline.stereo.warp import eye_offsets, eye_shift, warp_planes
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -33,27 +35,17 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def _to_float(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 [B,H,W,3] -> float [B,3,H,W] in 0..1."""
-    return pixels.permute(0, 3, 1, 2).float().div_(255.0)
+def analysis_frames(frames: torch.Tensor, short_side: int,
+                    fmt: PixelFormat = PixelFormat.RGB24) -> torch.Tensor:
+    """uint8 frames (a batch array in ``fmt``) -> float RGB [B,3,h,w] in 0..1 with
+    min(h, w) = short_side (never enlarged): what the depth estimator and the cut detector see.
 
-
-def analysis_frames(pixels: torch.Tensor, short_side: int) -> torch.Tensor:
-    """uint8 [B,H,W,3] -> float [B,3,h,w] in 0..1 with min(h, w) = short_side (never enlarged):
-    what the depth estimator and the cut detector see.
-
-    Shrinking the uint8 frame first (antialiased, so close to an area average) and converting only
-    the small result to float costs a tenth of converting the whole frame.
+    The uint8 planes are shrunk first (antialiased, so close to an area average) and only the
+    small result is converted: a tenth of the cost of converting the whole frame.
     """
-    x = pixels.permute(0, 3, 1, 2)
-    h, w = x.shape[-2:]
-    scale = short_side / min(h, w)
-    if scale < 1:
-        if x.device.type != "cpu":
-            x = x.float()  # the uint8 resampling kernel exists on the CPU only
-        x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear",
-                          antialias=True, align_corners=False)
-    return x.float().div_(255.0)
+    h, w = planes.frame_size(frames, fmt)
+    scale = min(1.0, short_side / min(h, w))
+    return planes.to_rgb(planes.split(frames, fmt), fmt, (round(h * scale), round(w * scale)))
 
 
 @dataclass
@@ -90,30 +82,35 @@ class StereoConverter:
     """
 
     def __init__(self, params: StereoParams, device: torch.device | None = None,
-                 estimator: DepthEstimator | None = None, depth_range: DepthRange | None = None):
+                 estimator: DepthEstimator | None = None, depth_range: DepthRange | None = None,
+                 pixel_format: PixelFormat = PixelFormat.RGB24):
         self.params = params
         self.device = device or pick_device()
+        self.pixel_format = PixelFormat(pixel_format)
         estimator = estimator or load_estimator(params.depth_model, self.device, params.depth_short_side)
         self.estimator = with_flip_tta(estimator, params.flip_tta)
+        # Frames are shrunk once, straight to the size the estimator works at.
+        self.analysis_side = min(params.depth_short_side, getattr(estimator, "short_side", None) or 10**9)
         self.normalizer: Normalizer = (FixedNormalizer(depth_range) if depth_range is not None
                                        else EmaNormalizer(params.ema_decay, params.ema_lookahead))
         self.stats = DepthStats(extra={"scene_cuts": 0})
         self._cuts = SceneCutDetector()
-        self._packed_shape = (0, 0, 3)
+        self._packed_shape = planes.frame_shape(0, 0, self.pixel_format)
 
     @torch.inference_mode()
     def push(self, frames: np.ndarray, payloads: Sequence[Any] | None = None) -> tuple[np.ndarray, list]:
-        """uint8 [B,H,W,3] RGB (+ B payloads) -> (uint8 [N,H',W',3] packed in ``params.layout``,
-        their N payloads), oldest first; N may be 0 while the look-ahead fills."""
+        """uint8 frames in ``pixel_format`` (RGB [B,H,W,3] or YUV420P [B,H*3/2,W]) + B payloads ->
+        (the packed frames in ``params.layout``, same format, and their N payloads), oldest
+        first; N may be 0 while the look-ahead fills."""
         # Frames the look-ahead holds past this call are copied (the caller may reuse its array);
         # with a fixed range every frame is done before this returns, so the array is used as is.
         holds = not isinstance(self.normalizer, FixedNormalizer)
         pixels = torch.tensor(frames, device=self.device) if holds else torch.as_tensor(frames, device=self.device)
-        x = analysis_frames(pixels, self.params.depth_short_side)
+        x = analysis_frames(pixels, self.analysis_side, self.pixel_format)
         cuts = self._cuts(x)
         self.stats.extra["scene_cuts"] += sum(cuts)
-        w, h = output_size(frames.shape[2], frames.shape[1], self.params.layout)
-        self._packed_shape = (h, w, 3)
+        h, w = planes.frame_size(pixels, self.pixel_format)
+        self._packed_shape = planes.frame_shape(*output_size(w, h, self.params.layout)[::-1], self.pixel_format)
         payloads = [None] * len(frames) if payloads is None else list(payloads)
         return self._render(self.normalizer.push(self.estimator(x), list(zip(pixels, payloads)), cuts))
 
@@ -123,7 +120,7 @@ class StereoConverter:
         return self._render(self.normalizer.flush())
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [B,H,W,3] RGB -> uint8 [B,H',W',3] packed in ``params.layout``."""
+        """uint8 frames in ``pixel_format`` -> the packed frames in ``params.layout``."""
         head, _ = self.push(frames)
         tail, _ = self.flush()
         return np.concatenate([head, tail])
@@ -142,28 +139,52 @@ class StereoConverter:
         return np.concatenate(packed), payloads
 
     def _pack(self, pixels: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
-        """pixels uint8 [B,H,W,3], depth [B,1,h,w] 0..1 at the estimator's resolution -> uint8
-        [B,H',W',3]. The frame stays uint8 throughout: the warp reads it at full resolution only
-        once, with read positions found at the depth's resolution. Frames are warped one at a
-        time into the output: a batch of full-resolution intermediates would multiply the peak
+        """frames [B,...] in ``pixel_format``, depth [B,1,h,w] 0..1 at the estimator's resolution
+        -> the packed frames [B,...] (numpy, same format).
+
+        The frames stay uint8 throughout and are read at full resolution only by the warp, whose
+        read positions are found on the depth's grid once per eye and then serve every plane.
+        Where a layout only places the eyes, the warp writes straight into the packed frame.
+        Frames go one at a time: a batch of full-resolution intermediates would multiply the peak
         memory for no speed (each frame alone fills the device)."""
-        b, h, w = pixels.shape[:3]
-        p = self.params
+        fmt, p = self.pixel_format, self.params
+        b = pixels.shape[0]
+        h, w = planes.frame_size(pixels, fmt)
         depth = postprocess_depth(depth, p.edge_dilation, p.foreground_scale)
-        out = np.empty((b, *self._packed_shape), np.uint8)
+        out = torch.empty((b, *self._packed_shape), dtype=torch.uint8, device=pixels.device)
+        sources, targets = planes.split(pixels, fmt), planes.split(out, fmt)
+        # Where every pixel reads from is solved for the whole batch at once, on the depth grid.
+        batch_offsets = None if p.layout is Layout.DEPTH else eye_offsets(depth, p, (h, w))
         for i in range(b):
-            image, frame_depth = pixels[i:i + 1].permute(0, 3, 1, 2), depth[i:i + 1]  # channels-last view
-            if p.layout is Layout.DEPTH:
-                # The depth debug layout shows the source frame, so it needs no warp.
-                full = F.interpolate(frame_depth, size=(h, w), mode="bilinear", align_corners=False)
-                packed = compose(image, image, p.layout, full)
+            source, target = [q[i:i + 1] for q in sources], [q[i:i + 1] for q in targets]
+            if batch_offsets is None:
+                # The depth debug layout shows the source frame beside its depth: no warp.
+                full = F.interpolate(depth[i:i + 1], size=(h, w), mode="bilinear", align_corners=False)
+                grey = planes.from_rgb(full.expand(-1, 3, -1, -1), fmt)
+                for src, g, dst in zip(source, grey, target):
+                    dst.copy_(compose(src, g, Layout.FULL_SBS))
+                continue
+            offsets = [None if o is None else o[i:i + 1] for o in batch_offsets]
+            if eye_slots(target[0], p.layout) is not None:
+                for eye, offset in enumerate(offsets):
+                    slots = [eye_slots(dst, p.layout)[eye] for dst in target]
+                    if offset is None:
+                        for src, slot in zip(source, slots):
+                            slot.copy_(src)
+                    else:
+                        warp_planes(source, offset, w, outs=slots)
+                continue
+            left, right = (source if o is None else warp_planes(source, o, w) for o in offsets)
+            if mixes_colours(p.layout) and fmt is not PixelFormat.RGB24:
+                packed = planes.from_rgb(compose(planes.to_rgb(left, fmt), planes.to_rgb(right, fmt), p.layout), fmt)
             else:
-                packed = compose(*synthesize_views(image, frame_depth, p), p.layout)
-            torch.from_numpy(out[i:i + 1]).copy_(packed.permute(0, 2, 3, 1))
+                packed = [compose(lv, rv, p.layout, black=k) for lv, rv, k in zip(left, right, planes.black(fmt))]
+            for dst, q in zip(target, packed):
+                dst.copy_(q)
         self._record(depth)
         shift = float(eye_shift(depth, p, (h, w)).abs().amax())
         self.stats.max_abs_shift_px = max(self.stats.max_abs_shift_px, shift)
-        return out
+        return out.cpu().numpy()
 
     def _record(self, depth: torch.Tensor) -> None:
         st = self.stats
@@ -182,20 +203,25 @@ class StereoConverter:
 
 def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,
                       device: torch.device | None = None, batch_size: int = 8,
-                      lo_pct: float = 2.0, hi_pct: float = 98.0) -> DepthRange:
+                      lo_pct: float = 2.0, hi_pct: float = 98.0,
+                      pixel_format: PixelFormat = PixelFormat.RGB24, short_side: int | None = None) -> DepthRange:
     """The nearness range of a whole video, for ``StereoConverter(depth_range=...)``.
 
-    frames: uint8 [H,W,3] frames sampled across the video (e.g. one per second), decoded at about
-    the estimator's working resolution; the estimator must be the one the segments will use
+    frames: uint8 frames in ``pixel_format`` sampled across the video (e.g. one per second),
+    decoded at about the estimator's working resolution and seen as the segments see theirs
+    (``analysis_frames`` at ``short_side``: the converter's ``analysis_side``, by default the
+    estimator's working size); the estimator must be the one the segments will use
     (``StereoConverter.estimator``: flip TTA included).
     """
     device = device or pick_device()
+    short_side = short_side or getattr(estimator, "short_side", None) or 224
 
     def nearness() -> Iterator[torch.Tensor]:
         it = iter(frames)
         while chunk := list(islice(it, batch_size)):
             with torch.inference_mode():
-                batch = estimator(_to_float(torch.from_numpy(np.stack(chunk)).to(device)))
+                pixels = torch.from_numpy(np.stack(chunk)).to(device)
+                batch = estimator(analysis_frames(pixels, short_side, pixel_format))
             yield batch
 
     return robust_range(nearness(), lo_pct, hi_pct)

@@ -128,7 +128,9 @@ class HeuristicDepth:
     scene cut or a new file; a cut also resets the cue by itself because the frames are unrelated.
     """
 
-    def __init__(self, short_side: int = 160, motion: bool = False):
+    # The cues are low-frequency: on the motorcycle pair Spearman is 0.765 at 128 rows and 0.764
+    # at 160, which costs 1.6x as much.
+    def __init__(self, short_side: int = 128, motion: bool = False):
         self.name = "heuristic-motion" if motion else "heuristic"
         self.short_side = short_side
         self.motion = motion

@@ -17,16 +17,26 @@ from stereospot_pipeline.stereo.depth import DepthEstimator
 def dilate_edges(depth: torch.Tensor, x_iterations: int, y_iterations: int) -> torch.Tensor:
     """Grow nearer values into farther neighbours. [B,1,h,w] (larger = nearer) -> same.
 
-    Each iteration is a 3-tap max filter; n iterations equal one (2n+1)-tap max. At a depth edge
-    the foreground's depth then covers the mixed pixels along its silhouette, so the warp moves
-    them with the foreground instead of stretching them across the gap. Smooth regions are
-    practically unchanged.
+    n iterations are one (2n+1)-tap max filter along each axis. At a depth edge the foreground's
+    depth then covers the mixed pixels along its silhouette, so the warp moves them with the
+    foreground instead of stretching them across the gap. Smooth regions are practically
+    unchanged.
     """
-    if x_iterations > 0:
-        depth = F.max_pool2d(depth, (1, 2 * x_iterations + 1), stride=1, padding=(0, x_iterations))
-    if y_iterations > 0:
-        depth = F.max_pool2d(depth, (2 * y_iterations + 1, 1), stride=1, padding=(y_iterations, 0))
-    return depth
+    return _max_filter(_max_filter(depth, x_iterations, -1), y_iterations, -2)
+
+
+def _max_filter(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Max over a (2r+1)-tap window along ``dim`` (-1 or -2), the frame edge padded with -inf.
+    A running maximum of shifted views: an order of magnitude faster than ``max_pool2d`` with a
+    one-dimensional kernel on the CPU."""
+    if radius <= 0:
+        return x
+    n = x.shape[dim]
+    padded = F.pad(x, (radius, radius, 0, 0) if dim == -1 else (0, 0, radius, radius), value=float("-inf"))
+    out = padded.narrow(dim, 0, n)
+    for k in range(1, 2 * radius + 1):
+        out = torch.maximum(out, padded.narrow(dim, k, n))
+    return out
 
 
 def foreground_curve(depth: torch.Tensor, scale: float) -> torch.Tensor:
@@ -69,6 +79,7 @@ class FlipTTA:
     def __init__(self, estimator: DepthEstimator):
         self.estimator = estimator
         self.name = f"{estimator.name}+flip"
+        self.short_side = getattr(estimator, "short_side", None)
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         return flip_average(self.estimator, frames)

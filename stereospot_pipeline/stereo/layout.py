@@ -42,9 +42,28 @@ def output_size(width: int, height: int, layout: Layout) -> tuple[int, int]:
     return width, height
 
 
+def mixes_colours(layout: Layout) -> bool:
+    """Whether the layout mixes the colour channels of the views (needs RGB, not YUV planes)."""
+    return layout in _ANAGLYPH
+
+
 def vr180_eye_size(width: int, height: int) -> int:
     """Side of each eye's square 180x180-degree equirectangular image (the longer source side)."""
     return max(width, height)
+
+
+def eye_slots(packed: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(left, right) views of a packed frame [B,C,H',W'] where each eye lands unchanged, for the
+    layouts that only place the views (a warp can write straight into them); ``None`` for the
+    layouts that resample or mix the views."""
+    h, w = packed.shape[-2:]
+    if layout is Layout.FULL_SBS:
+        return packed[..., : w // 2], packed[..., w // 2:]
+    if layout is Layout.CROSS_EYED:
+        return packed[..., w // 2:], packed[..., : w // 2]
+    if layout is Layout.FULL_TB:
+        return packed[..., : h // 2, :], packed[..., h // 2:, :]
+    return None
 
 
 def _place(first: torch.Tensor, second: torch.Tensor, dim: int) -> torch.Tensor:
@@ -53,9 +72,9 @@ def _place(first: torch.Tensor, second: torch.Tensor, dim: int) -> torch.Tensor:
     size = list(first.shape)
     size[dim] *= 2
     out = torch.empty(size, dtype=first.dtype, device=first.device, memory_format=torch.channels_last)
-    n = first.shape[dim]
-    out.narrow(dim, 0, n).copy_(first)
-    out.narrow(dim, n, n).copy_(second)
+    slot_first, slot_second = eye_slots(out, Layout.FULL_SBS if dim == 3 else Layout.FULL_TB)
+    slot_first.copy_(first)
+    slot_second.copy_(second)
     return out
 
 
@@ -93,24 +112,27 @@ def _vr180_grid(width: int, height: int, side: int, device: torch.device, dtype:
     return grid.unsqueeze(0).to(dtype)
 
 
-def _vr180(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+def _vr180(left: torch.Tensor, right: torch.Tensor, black: float) -> torch.Tensor:
     b, _, h, w = left.shape
     side = vr180_eye_size(w, h)
     grid = _vr180_grid(w, h, side, left.device, left.dtype).expand(b, -1, -1, -1)
-    eyes = [F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Outside the flat frame is black, which is not 0 in every plane (YUV chroma: 128).
+    eyes = [F.grid_sample(v - black, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + black
             for v in (left, right)]
     return _place(*eyes, dim=3)
 
 
 def compose(left: torch.Tensor, right: torch.Tensor, layout: Layout,
-            depth: torch.Tensor | None = None) -> torch.Tensor:
+            depth: torch.Tensor | None = None, *, black: float = 0.0) -> torch.Tensor:
     """left, right [B,3,H,W], float 0..1 or uint8 0..255, any memory format -> packed
     [B,3,H',W'] of the same dtype (see ``output_size``).
 
     ``Layout.DEPTH`` shows ``left`` beside ``depth`` [B,1,H,W] (0..1, 1 = near) as grey; pass the
     source frame as ``left`` there. Other layouts ignore ``depth``. Layouts that only place the
     views copy them as they are; those that resample or mix them compute in float. The packed
-    frame is channels-last in memory, the layout encoders read.
+    frame is channels-last in memory, the layout encoders read. Each plane of a YUV frame packs
+    alike (anaglyphs excepted: they mix colours, so they need RGB); ``black`` is the plane's
+    value of black, which VR180 pads with.
     """
     if layout is Layout.FULL_SBS:
         return _place(left, right, 3)
@@ -135,7 +157,7 @@ def compose(left: torch.Tensor, right: torch.Tensor, layout: Layout,
     elif layout in _ANAGLYPH:
         out = _anaglyph(left, right, layout, white)
     elif layout is Layout.VR180:
-        out = _vr180(left, right)
+        out = _vr180(left, right, black)
     else:
         raise ValueError(f"unknown layout {layout!r}")
     if not dtype.is_floating_point:

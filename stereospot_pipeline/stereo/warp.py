@@ -10,6 +10,10 @@ horizontal gather moves the image's pixels.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,9 +26,6 @@ _BORDER_RAMP = 0.05
 _Z_TOLERANCE_PX = 1.0
 # A target that received less total splat weight than this is a disocclusion hole.
 _HOLE_WEIGHT = 1e-3
-# Sampling positions are fixed point with this many steps per pixel: 1/128 px is far below
-# anything visible, and 7-bit weights keep the uint8 blend (255 * 128) inside int16.
-_SUBPIXEL_BITS = 7
 
 
 def _pixels_per_percent(height: int, width: int) -> float:
@@ -57,34 +58,96 @@ def border_ramp(width: int, device: torch.device, dtype: torch.dtype) -> torch.T
     return (edge_distance / max(1.0, _BORDER_RAMP * width)).clamp(max=1.0).view(1, 1, 1, width)
 
 
-def sample_horizontal(image: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """out[..., y, x] = image[..., y, x + offset[y, x]] with linear interpolation along x and
-    edge clamping. image [B,C,H,W] float or uint8, offset [B,1,H,W] -> [B,C,H,W] of image's dtype,
-    channels-last in memory.
+def warp_planes(planes: list[torch.Tensor], offset: torch.Tensor, frame_width: int,
+                outs: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """The planes of one view: out[..., y, x] = plane[..., y, x + offset(y, x)], linear along x,
+    edges clamped. planes: [B,C,Hp,Wp] uint8 or float each (a frame's RGB, or the luma and the
+    half-size chroma planes of its YUV); offset [B,1,h,w] in pixels of a frame ``frame_width``
+    wide, at any resolution (bilinearly upsampled to each plane) -> one [B,C,Hp,Wp] per plane,
+    of its dtype, written into the matching ``outs`` view when given (e.g. one half of a
+    side-by-side frame).
 
-    Only horizontal displacements exist in rectified stereo, so a 1-D gather is exact and much
-    cheaper than 2-D bilinear ``grid_sample``. It reads whole pixels (all channels at once) from
-    the channels-last layout decoders produce, with integer weights, so a uint8 frame is never
-    converted to float.
+    Only horizontal displacements exist in rectified stereo. On the CPU, OpenCV's ``remap``
+    reads each uint8 plane in place and writes straight into its output, with one read map per
+    plane size (the chroma planes share theirs): several times faster than any chain of tensor
+    ops, which would pass over the full-resolution frame once per op. Other devices use
+    ``grid_sample``, one fused kernel there.
     """
-    b, c, h, w = image.shape
-    one = 1 << _SUBPIXEL_BITS
-    pixels = image.permute(0, 2, 3, 1).reshape(-1, c)  # a view when image is channels-last
-    xs = torch.arange(w, device=offset.device, dtype=offset.dtype)
-    position = (xs + offset).mul_(one).clamp_(0, (w - 1) * one).to(torch.int32)
-    weight = (position & (one - 1)).view(-1, 1)
-    row_start = torch.arange(0, b * h * w, w, device=image.device, dtype=torch.int32).view(b, 1, h, 1)
-    index = position.bitwise_right_shift_(_SUBPIXEL_BITS).add_(row_start).view(-1)
-    first = pixels.index_select(0, index)
-    # The next column; at a row end its weight is 0, so reading the next row's first pixel is harmless.
-    second = pixels.index_select(0, index.add_(1).clamp_max_(len(pixels) - 1))
-    if image.dtype.is_floating_point:
-        out = torch.lerp(first, second, weight.to(image.dtype) / one)
-    else:
-        # first + round((second - first) * weight / one), in int16 (uint8 operands promote in place).
-        step = second.to(torch.int16).sub_(first).mul_(weight.to(torch.int16))
-        out = step.add_(one // 2).bitwise_right_shift_(_SUBPIXEL_BITS).add_(first).to(image.dtype)
-    return out.view(b, h, w, c).permute(0, 3, 1, 2)
+    outs = outs or [None] * len(planes)
+    outs = [torch.empty_like(p, memory_format=torch.channels_last) if o is None else o for p, o in zip(planes, outs)]
+    maps: dict[tuple[int, int], object] = {}
+    for plane, out in zip(planes, outs):
+        size = tuple(plane.shape[-2:])
+        on_cpu = plane.device.type == "cpu" and plane.dtype in (torch.uint8, torch.float32)
+        if size not in maps:
+            scaled = offset * (size[1] / frame_width)
+            maps[size] = _cpu_maps(scaled, size) if on_cpu else _grid(scaled, size)
+        if on_cpu:
+            _remap_cpu(plane, maps[size], out)
+        else:
+            _grid_sample(plane, maps[size], out)
+    return outs
+
+
+def warp_plane(plane: torch.Tensor, offset: torch.Tensor, frame_width: int) -> torch.Tensor:
+    """``warp_planes`` for one plane."""
+    return warp_planes([plane], offset, frame_width)[0]
+
+
+@lru_cache(maxsize=4)
+def _row_map(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(column numbers [1,W], row numbers [H,W]) as float32, for ``cv2.remap``."""
+    return (np.arange(width, dtype=np.float32)[None],
+            np.repeat(np.arange(height, dtype=np.float32)[:, None], width, axis=1))
+
+
+def _cpu_maps(offset: torch.Tensor, size: tuple[int, int]) -> list[np.ndarray]:
+    """Per batch item, the ``cv2.remap`` column map [Hp,Wp]: x + offset upsampled."""
+    hp, wp = size
+    columns, _ = _row_map(hp, wp)
+    maps = []
+    for item in offset[:, 0].float().numpy():
+        map_x = cv2.resize(item, (wp, hp), interpolation=cv2.INTER_LINEAR)
+        maps.append(np.add(map_x, columns, out=map_x))
+    return maps
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    """[C,H,W] tensor -> [H,W,C] (or [H,W] for one channel) numpy view of the same memory."""
+    view = t.permute(1, 2, 0).numpy()
+    return view[..., 0] if view.shape[-1] == 1 else view
+
+
+def _remap_cpu(plane: torch.Tensor, maps: list[np.ndarray], out: torch.Tensor) -> None:
+    _, _, hp, wp = plane.shape
+    _, rows = _row_map(hp, wp)
+    for i, map_x in enumerate(maps):
+        dst = _hwc(out[i])
+        # OpenCV writes into interleaved rows (channels-last, any row stride), else into its own.
+        fits = dst.strides[-1] == dst.itemsize and (dst.ndim == 2 or dst.strides[1] == dst.shape[2] * dst.itemsize)
+        result = cv2.remap(_hwc(plane[i]), map_x, rows, cv2.INTER_LINEAR, dst=dst if fits else None,
+                           borderMode=cv2.BORDER_REPLICATE)
+        if not np.shares_memory(result, dst):
+            out[i].copy_(torch.from_numpy(result).view(hp, wp, -1).permute(2, 0, 1))
+
+
+def _grid(offset: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``grid_sample`` grid [B,Hp,Wp,2] (align_corners=True) reading at x + offset upsampled."""
+    hp, wp = size
+    b = offset.shape[0]
+    offset = F.interpolate(offset, size=size, mode="bilinear", align_corners=False)
+    xs = torch.linspace(-1.0, 1.0, wp, device=offset.device, dtype=offset.dtype)
+    ys = torch.linspace(-1.0, 1.0, hp, device=offset.device, dtype=offset.dtype).view(hp, 1)
+    return torch.stack([offset[:, 0] * (2.0 / max(1, wp - 1)) + xs, ys.expand(b, hp, wp)], dim=-1)
+
+
+def _grid_sample(plane: torch.Tensor, grid: torch.Tensor, out: torch.Tensor) -> None:
+    source = plane if plane.dtype.is_floating_point else plane.float()
+    warped = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode="border",
+                           align_corners=True)
+    if not plane.dtype.is_floating_point:
+        warped = warped.round_().clamp_(0, torch.iinfo(plane.dtype).max)
+    out.copy_(warped)
 
 
 def fill_from_background(values: torch.Tensor, key: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -94,8 +157,9 @@ def fill_from_background(values: torch.Tensor, key: torch.Tensor, valid: torch.T
     b, c, h, w = values.shape
     # Column numbers as float: cummax/cummin run several times faster on float than on int64.
     xs = torch.arange(w, device=values.device, dtype=torch.float32).view(1, 1, 1, w)
-    left = torch.where(valid, xs, -1.0).cummax(dim=3).values
-    right = torch.where(valid, xs, float(w)).flip(3).cummin(dim=3).values.flip(3)
+    columns, invalid = xs.expand(b, 1, h, w), ~valid
+    left = columns.masked_fill(invalid, -1.0).cummax(dim=3).values
+    right = columns.masked_fill(invalid, float(w)).flip(3).cummin(dim=3).values.flip(3)
     left_c, right_c = left.clamp(0, w - 1).long(), right.clamp(0, w - 1).long()
     use_left = (left >= 0) & ((right >= w) | (key.gather(3, left_c) <= key.gather(3, right_c)))
     source = torch.where(use_left, left_c, right_c)
@@ -112,76 +176,88 @@ def forward_offset(depth_key: torch.Tensor, shift: torch.Tensor) -> torch.Tensor
     foreground occludes background exactly instead of ghosting over it as backward sampling does.
     What is splatted is the source column itself, not its colour: a visible target reads the
     weighted mean source column, and a hole reads the source column its background-side neighbour
-    reads (that neighbour's colour), so the image is touched only once, by ``sample_horizontal``.
+    reads (that neighbour's colour), so the image is touched only once, by ``warp_plane``.
     """
     b, _, h, w = shift.shape
     xs = torch.arange(w, device=shift.device, dtype=shift.dtype).view(1, 1, 1, w)
     target = shift + xs
     x0 = target.floor()
     frac = target - x0
+    # Both taps of every source pixel in one batch of scatters: [B, 2*h*w].
+    column = torch.cat([x0, x0 + 1.0], dim=1)
+    weight = torch.cat([1.0 - frac, frac], dim=1)
+    # A zero-weight tap must not enter the z-buffer: it would hide what really lands there.
+    lands = ((column >= 0) & (column < w) & (weight > 0)).view(b, -1)
     rows = torch.arange(0, h * w, w, device=shift.device).view(1, 1, h, 1)
-    taps = []  # (flat index [B,1,H*W], depth key or -inf where nothing lands, weight): both columns
-    for column, weight in ((x0, 1.0 - frac), (x0 + 1.0, frac)):
-        # A zero-weight tap must not enter the z-buffer: it would hide what really lands there.
-        inside = (column >= 0) & (column < w) & (weight > 0)
-        index = (column.clamp(0, w - 1).long() + rows).view(b, 1, -1)
-        taps.append((index, torch.where(inside, depth_key, float("-inf")).view(b, 1, -1), weight.view(b, 1, -1)))
+    index = column.clamp_(0, w - 1).long().add_(rows).view(b, -1)
+    key = depth_key.expand(b, 2, h, w).reshape(b, -1).masked_fill(~lands, float("-inf"))
 
-    zbuffer = torch.full((b, 1, h * w), float("-inf"), device=shift.device, dtype=depth_key.dtype)
-    for index, key, _ in taps:
-        zbuffer.scatter_reduce_(2, index, key, reduce="amax")
-    weight_sum = torch.zeros((b, 1, h * w), device=shift.device, dtype=shift.dtype)
-    column_sum = torch.zeros((b, 1, h * w), device=shift.device, dtype=shift.dtype)
-    source = xs.expand(b, 1, h, w).reshape(b, 1, -1)
-    for index, key, weight in taps:
-        # key > -inf also drops off-frame taps, whose clamped index hits an edge column.
-        visible = (key > float("-inf")) & (key >= zbuffer.gather(2, index) - _Z_TOLERANCE_PX)
-        splat = torch.where(visible, weight, 0.0)
-        weight_sum.scatter_add_(2, index, splat)
-        column_sum.scatter_add_(2, index, source * splat)
+    zbuffer = torch.full((b, h * w), float("-inf"), device=shift.device, dtype=depth_key.dtype)
+    zbuffer.scatter_reduce_(1, index, key, reduce="amax")
+    # ``lands`` also drops off-frame taps, whose clamped index hits an edge column.
+    visible = lands & (key >= zbuffer.gather(1, index) - _Z_TOLERANCE_PX)
+    splat = weight.view(b, -1) * visible
+    weight_sum = torch.zeros((b, h * w), device=shift.device, dtype=shift.dtype).scatter_add_(1, index, splat)
+    source = xs.expand(b, 2, h, w).reshape(b, -1)
+    column_sum = torch.zeros((b, h * w), device=shift.device, dtype=shift.dtype).scatter_add_(1, index, source * splat)
 
     valid = (weight_sum > _HOLE_WEIGHT).view(b, 1, h, w)
     read = column_sum.div_(weight_sum.clamp_min(_HOLE_WEIGHT)).view(b, 1, h, w)
     return fill_from_background(read, zbuffer.view(b, 1, h, w), valid) - xs
 
 
+def view_offset(depth_key: torch.Tensor, shift: torch.Tensor, method: WarpMethod,
+                frame_width: int) -> torch.Tensor:
+    """Where one view's pixels read from. ``shift`` [B,1,h,w] moves content by that many pixels
+    of a frame ``frame_width`` wide; ``depth_key`` [B,1,h,w] (larger = nearer, same pixels)
+    resolves occlusion where the method does -> read offset [B,1,h,w] in those pixels, on the
+    depth's grid (h, w may be far below the frame's size)."""
+    scale = shift.shape[-1] / frame_width  # grid pixels per frame pixel
+    if method is WarpMethod.BACKWARD:
+        # Reads the shift at the target instead of the source: cheap, ghosts at depth edges.
+        return -shift
+    if method is WarpMethod.FORWARD_FILL:
+        return forward_offset(depth_key * scale, shift * scale) / scale
+    raise ValueError(f"unknown warp method {method!r}")
+
+
 def render_view(image: torch.Tensor, depth_key: torch.Tensor, shift: torch.Tensor,
                 method: WarpMethod) -> torch.Tensor:
     """One view of ``image`` [B,C,H,W] (float or uint8) with content moved by ``shift`` [B,1,h,w]
-    pixels of the image; ``depth_key`` [B,1,h,w] (larger = nearer, pixels of the image) resolves
-    occlusion where the method does. h, w may be below H, W (the depth's resolution): the read
-    offsets are found on that grid and upsampled. -> [B,C,H,W] of image's dtype, channels-last.
+    pixels of the image; ``depth_key`` as in ``view_offset`` -> [B,C,H,W] of image's dtype,
+    channels-last."""
+    width = image.shape[-1]
+    return warp_plane(image, view_offset(depth_key, shift, method, width), width)
+
+
+def eye_offsets(depth: torch.Tensor, params: StereoParams,
+                frame_size: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(left, right) read offsets [B,1,h,w] in pixels of a frame of ``frame_size`` (H, W) from
+    depth [B,1,h,w] 0..1 (1 = near); ``None`` for an eye that shows the source frame unchanged.
+
+    With ``synthetic_view`` 'left' or 'right' only that eye is rendered, with twice the shift
+    (same disparity, half the warp artefacts). The offsets hold for every plane of the frame
+    (``warp_plane`` scales them to a plane's size), so the occlusion solve runs once per eye.
     """
-    height, width = image.shape[-2:]
-    scale = shift.shape[-1] / width  # grid pixels per image pixel
-    if method is WarpMethod.BACKWARD:
-        # Reads the shift at the target instead of the source: cheap, ghosts at depth edges.
-        offset = -shift
-    elif method is WarpMethod.FORWARD_FILL:
-        offset = forward_offset(depth_key * scale, shift * scale) / scale
-    else:
-        raise ValueError(f"unknown warp method {method!r}")
-    if offset.shape[-2:] != (height, width):
-        offset = F.interpolate(offset, size=(height, width), mode="bilinear", align_corners=False)
-    return sample_horizontal(image, offset)
+    h, w = frame_size
+    shift = eye_shift(depth, params, (h, w))
+    key = depth * (params.divergence * _pixels_per_percent(h, w))
+    if params.synthetic_view == "left":
+        return view_offset(2 * key, 2 * shift, params.method, w), None
+    if params.synthetic_view == "right":
+        return None, view_offset(2 * key, -2 * shift, params.method, w)
+    # Both eyes in one batch: half the per-op overhead on the small depth grid.
+    left, right = view_offset(torch.cat([key, key]), torch.cat([shift, -shift]), params.method, w).chunk(2)
+    return left, right
 
 
 def synthesize_views(image: torch.Tensor, depth: torch.Tensor,
                      params: StereoParams) -> tuple[torch.Tensor, torch.Tensor]:
     """(left, right) views. image [B,3,H,W] float or uint8, depth [B,1,h,w] 0..1 (1 = near) at
-    any resolution up to the image's -> two [B,3,H,W] of image's dtype.
-
-    With ``synthetic_view`` 'left' or 'right' only that eye is rendered, with twice the shift,
-    and the other eye is the source frame untouched (same disparity, half the warp artefacts).
-    """
+    any resolution up to the image's -> two [B,3,H,W] of image's dtype (see ``eye_offsets``)."""
     h, w = image.shape[-2:]
-    shift = eye_shift(depth, params, (h, w))
-    key = depth * (params.divergence * _pixels_per_percent(h, w))
-    if params.synthetic_view == "left":
-        return render_view(image, 2 * key, 2 * shift, params.method), image
-    if params.synthetic_view == "right":
-        return image, render_view(image, 2 * key, -2 * shift, params.method)
-    return render_view(image, key, shift, params.method), render_view(image, key, -shift, params.method)
+    left, right = (image if o is None else warp_plane(image, o, w) for o in eye_offsets(depth, params, (h, w)))
+    return left, right
 
 
 def right_from_left_disparity(left: torch.Tensor, disparity: torch.Tensor, method: WarpMethod) -> torch.Tensor:

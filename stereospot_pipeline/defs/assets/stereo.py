@@ -36,12 +36,13 @@ from stereospot_pipeline.render import RenderResult, render_segment
 from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan
 from stereospot_pipeline.stereo.convert import StereoConverter, pick_device, video_depth_range
+from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
-ENGINE_VERSION = "3"
+ENGINE_VERSION = "4"
 
 # Production routes this op to GPU capacity through the ECS executor; locally the tags are inert.
 GPU_OP_TAGS = gpu_op_tags(Settings())
@@ -72,10 +73,13 @@ def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, en
     if store.exists(stored):
         return store.get_json(stored)
     started = time.perf_counter()
-    estimator = StereoConverter(params, device=pick_device(engine.device)).estimator
+    converter = StereoConverter(params, device=pick_device(engine.device), pixel_format=PixelFormat.YUV420P)
     source_key = store.get_json(keys.source_info(key))["storage_key"]
     with store.local_copy(source_key) as src:
-        depth_range = video_depth_range(sample_frames(src, short_side=params.depth_short_side), estimator)
+        # Samples a little above the analysis size, so they are shrunk exactly as segment frames are.
+        samples = sample_frames(src, short_side=2 * converter.analysis_side)
+        depth_range = video_depth_range(samples, converter.estimator, converter.device,
+                                        pixel_format=PixelFormat.YUV420P, short_side=converter.analysis_side)
     result = depth_range.model_dump(mode="json")
     store.put_json(result, stored)
     context.log.info(f"whole-video depth range {result} in {time.perf_counter() - started:.1f}s")
@@ -114,7 +118,8 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
         return {**store.get_json(result_key), "reused": True}
     params = StereoParams.model_validate(task["params"])
     depth_range = DepthRange.model_validate(task["depth_range"]) if task["depth_range"] else None
-    converter = StereoConverter(params, device=pick_device(engine.device), depth_range=depth_range)
+    converter = StereoConverter(params, device=pick_device(engine.device), depth_range=depth_range,
+                                pixel_format=PixelFormat.YUV420P)
     started = time.perf_counter()
     last_logged = [0.0]
 

@@ -1,0 +1,102 @@
+"""The YUV engine path: decoded 4:2:0 frames are warped and packed plane by plane, and must come
+out as the RGB path would (colour conversions only at low resolution or for anaglyphs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stereospot_pipeline.media.codec import iter_frames, yuv420p
+from stereospot_pipeline.stereo import planes
+from stereospot_pipeline.stereo.convert import StereoConverter
+from stereospot_pipeline.stereo.evaluation import motorcycle_pair
+from stereospot_pipeline.stereo.normalize import DepthRange
+from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
+from stereospot_pipeline.stereo.planes import PixelFormat
+from stereospot_pipeline.stereo.warp import warp_planes
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cockatoo.mp4"
+YUV = PixelFormat.YUV420P
+
+
+@pytest.fixture(scope="module")
+def scene() -> np.ndarray:
+    """A real photo (the motorcycle pair's left view) at 240x360, uint8 RGB [1,H,W,3]."""
+    left, _, _ = motorcycle_pair()
+    small = F.interpolate(left, size=(240, 360), mode="area")
+    return (small * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _as_yuv(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB [B,H,W,3] -> yuv420p [B,H*3/2,W] through libswscale, as a decoder would give it."""
+    return np.stack([yuv420p(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")) for f in rgb])
+
+
+def test_yuv_to_rgb_matches_libswscale():
+    """Our conversion (used for depth analysis and anaglyphs) reads colours as libswscale does."""
+    with av.open(str(EXAMPLE)) as container:
+        frame = next(container.decode(video=0)).reformat(format="yuv420p")
+    ours = planes.to_rgb(planes.split(torch.from_numpy(yuv420p(frame))[None], YUV), YUV, matrix="bt601")
+    theirs = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)[None].float() / 255
+    # Chroma upsampling filters and libswscale's integer arithmetic differ by about a level.
+    assert (ours - theirs).abs().mean() < 2.0 / 255
+    assert (ours.mean(dim=(2, 3)) - theirs.mean(dim=(2, 3))).abs().max() < 2.0 / 255
+
+
+def test_rgb_yuv_round_trip_keeps_the_picture(scene):
+    rgb = torch.from_numpy(scene).permute(0, 3, 1, 2).float() / 255
+    back = planes.to_rgb(planes.from_rgb(rgb, YUV), YUV)
+    assert (back - rgb).abs().mean() < 3.0 / 255  # 4:2:0 halves the chroma resolution; nothing else
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+def test_yuv_frames_convert_like_rgb_frames(scene, layout):
+    """Every layout packs YUV planes into what the RGB path produces once that is stored as
+    4:2:0 (as the encoder would), compared in RGB; a plane padded with 0 instead of its own black
+    (VR180's chroma) or a chroma plane moved by the luma shift would show as a large difference."""
+    params = StereoParams(layout=layout, divergence=4.0)
+    fixed = DepthRange(lo=-2.0, hi=2.0, frames=1)
+    rgb_out = StereoConverter(params, torch.device("cpu"), depth_range=fixed)(scene)
+    yuv_out = StereoConverter(params, torch.device("cpu"), depth_range=fixed, pixel_format=YUV)(_as_yuv(scene))
+    assert planes.frame_size(torch.from_numpy(yuv_out), YUV) == rgb_out.shape[1:3]
+    as_rgb = planes.to_rgb(planes.split(torch.from_numpy(yuv_out), YUV), YUV, matrix="bt601")
+    reference = torch.from_numpy(rgb_out).permute(0, 3, 1, 2).float() / 255
+    reference = planes.to_rgb(planes.from_rgb(reference, YUV, matrix="bt601"), YUV, matrix="bt601")
+    assert (as_rgb - reference).abs().mean() < 2.0 / 255
+
+
+@pytest.mark.parametrize("method", list(WarpMethod))
+def test_cpu_remap_warps_like_the_gpu_kernel(scene, method):
+    """The CPU warp (OpenCV remap of uint8 planes, straight into the output) and the path other
+    devices take (grid_sample, exercised here through float64 planes) read the same pixels."""
+    image = torch.from_numpy(scene).permute(0, 3, 1, 2)
+    offset = torch.linspace(-6.0, 9.0, 40 * 60).view(1, 1, 40, 60)  # coarse grid, sub-pixel values
+    out = torch.zeros(1, 3, 240, 720, dtype=torch.uint8)
+    slot = out[..., 360:]
+    (cpu,) = warp_planes([image], offset, 360, outs=[slot])
+    (kernel,) = warp_planes([image.double()], offset, 360)
+    assert cpu.data_ptr() == slot.data_ptr() and out[..., :360].sum() == 0  # written in place
+    assert (cpu.double() - kernel).abs().max() <= 1.0 + 1e-6
+
+
+def test_decoder_gives_4_2_0_planes_padded_to_even(tmp_path):
+    """A 4:4:4 source of odd size (4:4:4 allows it) comes out 4:2:0 with the last row and column
+    repeated: the pixels keep their values, nothing is rescaled."""
+    odd = tmp_path / "odd.mp4"
+    with av.open(str(odd), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 65, 37, "yuv444p"
+        ramp = np.tile(np.arange(65, dtype=np.uint8)[None, :, None] * 3, (37, 1, 3))
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(ramp, format="rgb24").reformat(format="yuv444p")))
+        container.mux(stream.encode(None))
+    frames = [f for f, _, _ in iter_frames(odd)]
+    assert len(frames) == 3 and all(f.shape == (38 * 3 // 2, 66) for f in frames)
+    luma = frames[0][:38].astype(int)
+    assert np.array_equal(luma[:, 65], luma[:, 64]) and np.array_equal(luma[37], luma[36])
+    assert (np.diff(luma[:37, 4:60], axis=1) >= -1).all()  # the ramp survives, not resampled away
