@@ -1,16 +1,15 @@
-"""Stereo engine quality and speed: warp PSNR against a real stereo pair (with full-resolution
-disparity, and with disparity at the depth model's resolution as the converter warps), warp time
-per frame on the converter's inputs, depth jumps at segment seams with and without the
-whole-video depth range.
+"""Stereo engine quality: warp PSNR against a real stereo pair (with full-resolution disparity,
+and with disparity at the depth model's resolution as the converter warps) and depth jumps at
+segment seams with and without the whole-video depth range. (Warp speed is a stage of
+``pipeline_speed.py``.)
 
-    python benchmarks/warp_quality.py [--out .bench/warp_quality.json] [--reps 5]
+    python benchmarks/warp_quality.py [--out .bench/warp_quality.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from stereospot_pipeline.stereo.depth import HeuristicDepth
 from stereospot_pipeline.stereo.normalize import seam_ratio
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr
-from stereospot_pipeline.stereo.warp import right_from_left_disparity, synthesize_views
+from stereospot_pipeline.stereo.warp import right_from_left_disparity
 
 
 def warp_psnr() -> dict[str, dict[str, float]]:
@@ -37,28 +36,6 @@ def warp_psnr() -> dict[str, dict[str, float]]:
         for method in WarpMethod:
             scores.setdefault(grid, {})[method.value] = round(psnr(right_from_left_disparity(left, d, method), right), 2)
     return scores
-
-
-def warp_ms_per_frame(reps: int) -> dict[str, dict[str, float]]:
-    """Best-of-``reps`` milliseconds to render both eyes of one frame on the CPU, on what the
-    converter gives the warp: a uint8 channels-last frame and depth at the estimator's resolution."""
-    torch.manual_seed(0)
-    timings: dict[str, dict[str, float]] = {}
-    short_side = HeuristicDepth().short_side
-    for name, (h, w) in {"720p": (720, 1280), "1080p": (1080, 1920)}.items():
-        image = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
-        coarse = (short_side, round(w * short_side / h))
-        depth = F.interpolate(torch.rand(1, 1, h // 32, w // 32), size=coarse, mode="bicubic").clamp(0, 1)
-        timings[name] = {}
-        for method in WarpMethod:
-            params = StereoParams(method=method)
-            best = float("inf")
-            for _ in range(reps + 1):  # the first run warms up allocator and kernels
-                start = time.perf_counter()
-                synthesize_views(image, depth, params)
-                best = min(best, time.perf_counter() - start)
-            timings[name][method.value] = round(best * 1000, 1)
-    return timings
 
 
 def _pan(frames: int, h: int = 96, w: int = 128) -> np.ndarray:
@@ -89,11 +66,9 @@ def seam_ratios(frames: int = 32, segments: int = 4) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(".bench/warp_quality.json"))
-    parser.add_argument("--reps", type=int, default=10)
     args = parser.parse_args()
     result = {
         "psnr_db": warp_psnr(),
-        "ms_per_frame_cpu_left_right": warp_ms_per_frame(args.reps),
         "seam_ratio": seam_ratios(),
         "torch_threads": torch.get_num_threads(),
     }

@@ -28,7 +28,6 @@ from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat, frame_size
 
 _DONE = object()
-ENC_LOG = []
 # x264 writes a frame-packing SEI so 3D TVs and players switch to the packing on their own
 # (3 = side by side, 4 = top-bottom). Cross-eyed (right|left) must not claim 3: players would
 # show each eye to the wrong side.
@@ -40,9 +39,9 @@ _X264_PARAMS = {
 }
 
 
-# Share of the CPU cores the stereo compute's threads (torch, OpenCV) get: the decoder and x264 run their
-# own threads on the same cores, and torch's workers spin while they wait, so with as many
-# threads as cores they stall one another (2 cores, another job running: one torch thread
+# Share of the CPU cores the stereo compute's threads (torch, OpenCV) get: the decoder and x264
+# run their own threads on the same cores, and torch's workers spin while they wait, so with as
+# many threads as cores they stall one another (2 cores, another job running: one torch thread
 # converted steadily, two took 1.5-5x longer from run to run).
 _COMPUTE_CORE_SHARE = 0.5
 
@@ -161,7 +160,6 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
                 writer = VideoWriter(out, w, h, tb, crf=params.crf, preset=params.preset,
                                      x264_params=_X264_PARAMS.get(params.layout))
             for frame, pts in zip(frames, stamps):
-                ENC_LOG.append((frame.copy(), pts, tb))
                 writer.write(frame, pts)
         if writer is not None:
             writer.close()

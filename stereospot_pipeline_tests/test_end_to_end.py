@@ -28,6 +28,9 @@ def test_real_clip_end_to_end_full_sbs(instance, resources, settings, corpus):
     key, result = convert(instance, resources, source, divergence=6.0)
     assert result.success
     src = probe_video(source)
+    # Seam-free by default: one whole-video nearness range, from sampled frames, shown with the segments.
+    depth_range = metadata(result, "stereo_segments")["whole_video_depth_range"]
+    assert depth_range["lo"] < depth_range["hi"] and depth_range["frames"] >= 1
     final = metadata(result, "final_video")
     out = settings.resolved_home / "outbox" / "realshort_240p_h264_2997_LRF_Full_SBS.mp4"
     assert metadata(result, "published_video")["output"] == str(out) and out.is_file()

@@ -87,9 +87,12 @@ def _frames(path) -> list[np.ndarray]:
 
 
 def _same_frames(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    """Frame for frame the same pictures. Not bit-exact: x264's SIMD macroblock-tree rate control
+    is not byte-reproducible from run to run (measured: with mbtree=0 or asm=0 it is), which moves
+    a frame by up to about half a level on average; neighbouring frames of this clip differ by 9+."""
     assert len(a) == len(b)
     for i, (x, y) in enumerate(zip(a, b)):
-        assert np.abs(x - y).mean() < 0.5, f"frame {i} differs"
+        assert np.abs(x - y).mean() < 2.0, f"frame {i} differs"
 
 
 @pytest.fixture

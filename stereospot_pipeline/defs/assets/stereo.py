@@ -144,7 +144,7 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
                 raise
         store.put_file(out, out_key)
     record = {"index": index, "key": out_key, "fingerprint": fingerprint, "params": task["params"],
-              **result.model_dump()}
+              "depth_range": task["depth_range"], **result.model_dump()}
     store.put_json(record, result_key)
     return {**record, "reused": False}
 
@@ -174,6 +174,9 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "convergence": MetadataValue.float(params.convergence),
         "method": params.method.value,
         "depth_model": params.depth_model,
+        # The one nearness range every segment was normalised with (seam-free), or why there is none.
+        "whole_video_depth_range": MetadataValue.json(
+            results[0].get("depth_range") or {"none": "seam_free is off: each segment smooths its own range"}),
         "settings": MetadataValue.json(params.model_dump(mode="json")),
         "per_segment": MetadataValue.table(
             [TableRecord({"index": r["index"], "frames": r["frames"], "wall_s": round(r["seconds"], 3),
