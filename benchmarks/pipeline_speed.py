@@ -165,7 +165,7 @@ def peak_rss_mb(clip: Path, params: StereoParams, whole_video_range: bool = Fals
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=".bench/pipeline_speed.json")
-    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     params = StereoParams(method=WarpMethod.FORWARD_FILL, preset="veryfast")

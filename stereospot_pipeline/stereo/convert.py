@@ -136,7 +136,7 @@ class StereoConverter:
             payloads.extend(payload for _, (_, payload) in chunk)
         if not packed:
             return np.zeros((0, *self._packed_shape), np.uint8), []
-        return np.concatenate(packed), payloads
+        return (packed[0] if len(packed) == 1 else np.concatenate(packed)), payloads
 
     def _pack(self, pixels: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
         """frames [B,...] in ``pixel_format``, depth [B,1,h,w] 0..1 at the estimator's resolution
