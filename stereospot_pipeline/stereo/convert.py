@@ -40,8 +40,8 @@ def analysis_frames(frames: torch.Tensor, short_side: int,
     """uint8 frames (a batch array in ``fmt``) -> float RGB [B,3,h,w] in 0..1 with
     min(h, w) = short_side (never enlarged): what the depth estimator and the cut detector see.
 
-    The uint8 planes are shrunk first (antialiased, so close to an area average) and only the
-    small result is converted: a tenth of the cost of converting the whole frame.
+    The uint8 planes are shrunk first (area-averaged) and only the small result is converted to
+    float RGB: a small fraction of the cost of converting the whole frame.
     """
     h, w = planes.frame_size(frames, fmt)
     scale = min(1.0, short_side / min(h, w))
@@ -90,7 +90,8 @@ class StereoConverter:
         estimator = estimator or load_estimator(params.depth_model, self.device, params.depth_short_side)
         self.estimator = with_flip_tta(estimator, params.flip_tta)
         # Frames are shrunk once, straight to the size the estimator works at.
-        self.analysis_side = min(params.depth_short_side, getattr(estimator, "short_side", None) or 10**9)
+        working = getattr(estimator, "short_side", None)
+        self.analysis_side = min(params.depth_short_side, working) if working else params.depth_short_side
         self.normalizer: Normalizer = (FixedNormalizer(depth_range) if depth_range is not None
                                        else EmaNormalizer(params.ema_decay, params.ema_lookahead))
         self.stats = DepthStats(extra={"scene_cuts": 0})
@@ -165,14 +166,15 @@ class StereoConverter:
                     dst.copy_(compose(src, g, Layout.FULL_SBS))
                 continue
             offsets = [None if o is None else o[i:i + 1] for o in batch_offsets]
-            if eye_slots(target[0], p.layout) is not None:
+            slots = [eye_slots(dst, p.layout) for dst in target]
+            if slots[0] is not None:
                 for eye, offset in enumerate(offsets):
-                    slots = [eye_slots(dst, p.layout)[eye] for dst in target]
+                    views = [plane_slots[eye] for plane_slots in slots]
                     if offset is None:
-                        for src, slot in zip(source, slots):
-                            slot.copy_(src)
+                        for src, view in zip(source, views):
+                            view.copy_(src)
                     else:
-                        warp_planes(source, offset, w, outs=slots)
+                        warp_planes(source, offset, w, outs=views)
                 continue
             left, right = (source if o is None else warp_planes(source, o, w) for o in offsets)
             if mixes_colours(p.layout) and fmt is not PixelFormat.RGB24:
