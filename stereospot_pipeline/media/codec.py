@@ -32,10 +32,24 @@ def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None =
     are converted by libswscale. 4:2:0 has no odd sizes: an odd frame gets its last row/column
     repeated (not rescaled, which would soften every pixel).
     """
-    if width is None and (frame.width % 2 or frame.height % 2):
+    h, w = frame.height, frame.width
+    if width is None and (w % 2 or h % 2):
         rgb = pad_even(frame.to_ndarray(format="rgb24")[None])[0]
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    elif width is None and frame.format.name == "yuv420p":
+        # Straight from the decoder's planes: a third of the CPU time of ``to_ndarray``.
+        out = np.empty((h * 3 // 2, w), np.uint8)
+        out[:h] = _plane(frame.planes[0], h, w)
+        chroma = out[h:].reshape(2, h // 2, w // 2)
+        chroma[0] = _plane(frame.planes[1], h // 2, w // 2)
+        chroma[1] = _plane(frame.planes[2], h // 2, w // 2)
+        return out
     return frame.to_ndarray(width=width, height=height, format="yuv420p")
+
+
+def _plane(plane: av.video.plane.VideoPlane, rows: int, columns: int) -> np.ndarray:
+    """A decoded plane as a [rows, columns] view (rows are ``line_size`` bytes apart)."""
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :columns]
 
 
 class VideoWriter:

@@ -95,21 +95,15 @@ def warp_plane(plane: torch.Tensor, offset: torch.Tensor, frame_width: int) -> t
 
 
 @lru_cache(maxsize=4)
-def _row_map(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(column numbers [1,W], row numbers [H,W]) as float32, for ``cv2.remap``."""
-    return (np.arange(width, dtype=np.float32)[None],
-            np.repeat(np.arange(height, dtype=np.float32)[:, None], width, axis=1))
+def _zeros(height: int, width: int) -> np.ndarray:
+    """The vertical read offsets of a horizontal warp, float32 [H,W], for ``cv2.remap``."""
+    return np.zeros((height, width), np.float32)
 
 
 def _cpu_maps(offset: torch.Tensor, size: tuple[int, int]) -> list[np.ndarray]:
-    """Per batch item, the ``cv2.remap`` column map [Hp,Wp]: x + offset upsampled."""
+    """Per batch item, the ``cv2.remap`` horizontal read offsets [Hp,Wp]: ``offset`` upsampled."""
     hp, wp = size
-    columns, _ = _row_map(hp, wp)
-    maps = []
-    for item in offset[:, 0].float().numpy():
-        map_x = cv2.resize(item, (wp, hp), interpolation=cv2.INTER_LINEAR)
-        maps.append(np.add(map_x, columns, out=map_x))
-    return maps
+    return [cv2.resize(item, (wp, hp), interpolation=cv2.INTER_LINEAR) for item in offset[:, 0].float().numpy()]
 
 
 def _hwc(t: torch.Tensor) -> np.ndarray:
@@ -120,12 +114,13 @@ def _hwc(t: torch.Tensor) -> np.ndarray:
 
 def _remap_cpu(plane: torch.Tensor, maps: list[np.ndarray], out: torch.Tensor) -> None:
     _, _, hp, wp = plane.shape
-    _, rows = _row_map(hp, wp)
+    # Relative maps: offsets from each target pixel, so no map of absolute positions is built.
+    flags = cv2.INTER_LINEAR | cv2.WARP_RELATIVE_MAP
     for i, map_x in enumerate(maps):
         dst = _hwc(out[i])
         # OpenCV writes into interleaved rows (channels-last, any row stride), else into its own.
         fits = dst.strides[-1] == dst.itemsize and (dst.ndim == 2 or dst.strides[1] == dst.shape[2] * dst.itemsize)
-        result = cv2.remap(_hwc(plane[i]), map_x, rows, cv2.INTER_LINEAR, dst=dst if fits else None,
+        result = cv2.remap(_hwc(plane[i]), map_x, _zeros(hp, wp), flags, dst=dst if fits else None,
                            borderMode=cv2.BORDER_REPLICATE)
         if not np.shares_memory(result, dst):
             out[i].copy_(torch.from_numpy(result).view(hp, wp, -1).permute(2, 0, 1))
