@@ -5,7 +5,7 @@ of the source appears at x + shift in the rendered view. A *depth key* orders su
 occlusion: larger is nearer, in pixels of disparity so that a 1-px tolerance means the same
 everywhere. Depth, shift and key may have a lower resolution than the image (the depth model's):
 where each target pixel reads from is decided on that coarse grid, then one full-resolution
-horizontal gather moves the image's pixels.
+resampling pass per plane moves the image's pixels.
 """
 
 from __future__ import annotations
