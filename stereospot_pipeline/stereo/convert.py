@@ -163,7 +163,9 @@ class StereoConverter:
                 full = F.interpolate(depth[i:i + 1], size=(h, w), mode="bilinear", align_corners=False)
                 grey = planes.from_rgb(full.expand(-1, 3, -1, -1), fmt)
                 for src, g, dst in zip(source, grey, target):
-                    dst.copy_(compose(src, g, Layout.FULL_SBS))
+                    frame_slot, depth_slot = eye_slots(dst, Layout.FULL_SBS)
+                    frame_slot.copy_(src)
+                    depth_slot.copy_(g)
                 continue
             offsets = [None if o is None else o[i:i + 1] for o in batch_offsets]
             slots = [eye_slots(dst, p.layout) for dst in target]
