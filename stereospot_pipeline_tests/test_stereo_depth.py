@@ -57,8 +57,10 @@ def test_heuristic_contract_batched_and_finite():
     torch.testing.assert_close(out[1:2], est(frames[1:2]), atol=1e-4, rtol=1e-4)
 
 
-def test_box_blur_matches_a_direct_window_mean():
-    x = torch.rand(2, 1, 30, 41)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_box_blur_matches_a_direct_window_mean(dtype):
+    """float32 on the CPU takes OpenCV's box filter; other tensors (CUDA's path) running sums."""
+    x = torch.rand(2, 3, 30, 41, dtype=dtype)
     direct = F.avg_pool2d(F.pad(x, (4, 4, 4, 4), mode="replicate"), 9, stride=1)
     torch.testing.assert_close(box_blur(x, 4), direct, atol=1e-5, rtol=1e-5)
 
