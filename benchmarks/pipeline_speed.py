@@ -104,18 +104,28 @@ def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
         warps[method.value] = timed(lambda: [warp(p) for _ in range(reps)]) / (reps * len(pixels))
     torch.set_num_threads(os.cpu_count() or 1)
     cv2.setNumThreads(os.cpu_count() or 1)
+    # What x264 is given: the source beside itself (what the ffmpeg baseline encodes) and the
+    # conversion's real stereo frames (two different, resampled eyes).
+    contents = {"duplicate": [np.concatenate([f, f], axis=1) for f in yuv[:frames]],  # Y|Y, U|U, V|V rows
+                "stereo": list(pipeline_converter(clip, params)(np.stack(yuv[:frames])))}
     with tempfile.TemporaryDirectory() as tmp:
-        sbs = [np.concatenate([f, f], axis=1) for f in yuv[:frames]]  # Y|Y, U|U, V|V rows: a 4:2:0 SBS frame
 
-        def encode():
+        def encode(sbs: list[np.ndarray]) -> None:
             writer = VideoWriter(Path(tmp) / "e.mp4", 2 * w, h, Fraction(1, 30), crf=params.crf,
                                  preset=params.preset)
             for i, frame in enumerate(sbs):
                 writer.write(frame, i)
             writer.close()
-        encode_s = timed(encode) / len(sbs)
+        encodes: dict[str, list[tuple[float, float]]] = {k: [] for k in contents}
+        for _ in range(2):
+            for name, sbs in contents.items():
+                encodes[name].append(timed_cpu(lambda: encode(sbs)))
+    wall = {k: min(t for t, _ in v) for k, v in encodes.items()}
+    cpu = {k: min(c for _, c in v) for k, v in encodes.items()}
     return {"decode_fps": frames / decode, "depth_fps": 1 / depth_s,
-            **{f"warp_{k}_fps": 1 / v for k, v in warps.items()}, "encode_sbs_fps": 1 / encode_s}
+            **{f"warp_{k}_fps": 1 / v for k, v in warps.items()},
+            "encode_sbs_fps": frames / wall["duplicate"], "encode_stereo_sbs_fps": frames / wall["stereo"],
+            "ratio_cpu_encode_stereo_to_duplicate": cpu["stereo"] / cpu["duplicate"]}
 
 
 def baseline(clip: Path, out: Path, preset: str, crf: int) -> None:
@@ -126,16 +136,24 @@ def baseline(clip: Path, out: Path, preset: str, crf: int) -> None:
                     "-an", str(out)], check=True)
 
 
-def conversion(clip: Path, out: Path, params: StereoParams) -> None:
-    """A conversion as the pipeline runs one: the whole-video depth range from sparse samples,
-    then the segment rendered with it (decode, depth, warp and encode overlapped)."""
+def pipeline_converter(clip: Path, params: StereoParams) -> StereoConverter:
+    """The converter the pipeline gives a segment of ``clip``: normalised with the whole video's
+    depth range, found from sparse samples."""
     converter = StereoConverter(params, torch.device("cpu"), pixel_format=PixelFormat.YUV420P)
     depth_range = video_depth_range(sample_frames(clip, short_side=2 * converter.analysis_side),
                                     converter.estimator, converter.device, pixel_format=PixelFormat.YUV420P,
                                     short_side=converter.analysis_side)
-    converter = StereoConverter(params, torch.device("cpu"), converter.estimator, depth_range,
-                                pixel_format=PixelFormat.YUV420P)
-    render_segment(clip, out, params, converter=converter)
+    return StereoConverter(params, torch.device("cpu"), converter.estimator, depth_range,
+                           pixel_format=PixelFormat.YUV420P)
+
+
+def conversion(clip: Path, out: Path, params: StereoParams) -> float:
+    """A conversion as the pipeline runs one: the whole-video depth range, then the segment
+    rendered with it (decode, depth, warp and encode overlapped) -> CPU seconds of the stereo
+    compute (the calling thread's: decoder and encoder run in threads of their own)."""
+    start = time.thread_time()
+    render_segment(clip, out, params, converter=pipeline_converter(clip, params))
+    return time.thread_time() - start
 
 
 def peak_rss_mb(clip: Path, params: StereoParams, whole_video_range: bool = False) -> float:
@@ -183,18 +201,22 @@ def main() -> None:
                 base_t.append(timed_cpu(lambda: baseline(clip, tmp / "base.mp4", params.preset, params.crf)))
                 for method in methods:
                     p = params.model_copy(update={"method": method})
-                    conv_t[method].append(timed_cpu(lambda: conversion(clip, tmp / "conv.mp4", p)))
+                    compute: list[float] = []
+                    wall, cpu = timed_cpu(lambda: compute.append(conversion(clip, tmp / "conv.mp4", p)))
+                    conv_t[method].append((wall, cpu, compute[0]))
             base = statistics.median(t for t, _ in base_t)
-            conv = statistics.median(t for t, _ in conv_t[params.method])
+            conv = statistics.median(t for t, _, _ in conv_t[params.method])
             base_cpu = statistics.median(c for _, c in base_t)
-            conv_cpu = statistics.median(c for _, c in conv_t[params.method])
+            conv_cpu = statistics.median(c for _, c, _ in conv_t[params.method])
+            compute_cpu = statistics.median(c for _, _, c in conv_t[params.method])
             entry.update(end_to_end_fps=args.frames / conv, ffmpeg_reencode_fps=args.frames / base,
                          ratio_conversion_to_reencode=conv / base,
                          cpu_ms_per_frame_conversion=1000 * conv_cpu / args.frames,
                          cpu_ms_per_frame_reencode=1000 * base_cpu / args.frames,
+                         cpu_ms_per_frame_conversion_compute_thread=1000 * compute_cpu / args.frames,
                          ratio_cpu_conversion_to_reencode=conv_cpu / base_cpu)
             for method in methods[1:]:
-                t = statistics.median(t for t, _ in conv_t[method])
+                t = statistics.median(t for t, _, _ in conv_t[method])
                 entry[f"end_to_end_{method.value}_fps"] = args.frames / t
                 entry[f"ratio_{method.value}_to_reencode"] = t / base
             results[f"{height}p"] = entry
