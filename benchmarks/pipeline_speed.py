@@ -31,10 +31,8 @@ from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.render import render_segment
 from stereospot_pipeline.stereo import planes
 from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
-from stereospot_pipeline.stereo.layout import eye_slots
 from stereospot_pipeline.stereo.params import StereoParams, WarpMethod
 from stereospot_pipeline.stereo.planes import PixelFormat
-from stereospot_pipeline.stereo.warp import eye_offsets, warp_planes
 
 REPO = Path(__file__).resolve().parent.parent
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -71,8 +69,9 @@ def timed_cpu(fn) -> tuple[float, float]:
 
 def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
     """Each stage alone on one thread, on the inputs the converter gives it: decoded 4:2:0
-    frames, depth at the estimator's resolution, the warp of both eyes' planes straight into a
-    side-by-side frame, and real (changing) side-by-side frames for the encoder."""
+    frames, depth at the estimator's resolution, the converter's rendering of a batch (each
+    eye's read positions, then its planes warped straight into the side-by-side frame), and real
+    (changing) side-by-side frames for the encoder."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     yuv = [f for f, _, _ in iter_frames(clip)]
@@ -89,19 +88,11 @@ def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
     depth_s = timed(lambda: [depth_stage() for _ in range(reps)]) / (reps * len(pixels))
     nearness = depth_stage()
     depth = (nearness - nearness.amin()) / (nearness.amax() - nearness.amin())
-    packed = torch.empty((len(pixels), *planes.frame_shape(h, 2 * w, fmt)), dtype=torch.uint8)
-    sources, targets = planes.split(pixels, fmt), planes.split(packed, fmt)
-
-    def warp(p: StereoParams) -> None:
-        for eye, offset in enumerate(eye_offsets(depth, p, (h, w))):
-            for i in range(len(pixels)):
-                slots = [eye_slots(t[i:i + 1], p.layout)[eye] for t in targets]
-                warp_planes([s_[i:i + 1] for s_ in sources], offset[i:i + 1], w, outs=slots)
-
     warps = {}
     for method in WarpMethod:
-        p = params.model_copy(update={"method": method})
-        warps[method.value] = timed(lambda: [warp(p) for _ in range(reps)]) / (reps * len(pixels))
+        render = StereoConverter(params.model_copy(update={"method": method}), torch.device("cpu"),
+                                 converter.estimator, pixel_format=fmt)
+        warps[method.value] = timed(lambda: [render.pack(pixels, depth) for _ in range(reps)]) / (reps * len(pixels))
     torch.set_num_threads(os.cpu_count() or 1)
     cv2.setNumThreads(os.cpu_count() or 1)
     # What x264 is given: the source beside itself (what the ffmpeg baseline encodes) and the

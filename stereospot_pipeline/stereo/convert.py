@@ -111,7 +111,7 @@ class StereoConverter:
         cuts = self._cuts(x)
         self.stats.extra["scene_cuts"] += sum(cuts)
         h, w = planes.frame_size(pixels, self.pixel_format)
-        self._packed_shape = planes.frame_shape(*output_size(w, h, self.params.layout)[::-1], self.pixel_format)
+        self._packed_shape = self._packed_frame_shape(h, w)
         payloads = [None] * len(frames) if payloads is None else list(payloads)
         return self._render(self.normalizer.push(self.estimator(x), list(zip(pixels, payloads)), cuts))
 
@@ -126,6 +126,10 @@ class StereoConverter:
         tail, _ = self.flush()
         return np.concatenate([head, tail])
 
+    def _packed_frame_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The array shape of one packed frame made from frames of ``height`` x ``width``."""
+        return planes.frame_shape(*output_size(width, height, self.params.layout)[::-1], self.pixel_format)
+
     def _render(self, ready: Ready) -> tuple[np.ndarray, list]:
         packed, payloads = [], []
         step = self.params.batch_size
@@ -133,15 +137,17 @@ class StereoConverter:
             chunk = ready[start:start + step]
             depth = torch.stack([d for d, _ in chunk])
             pixels = torch.stack([p for _, (p, _) in chunk])
-            packed.append(self._pack(pixels, depth))
+            packed.append(self.pack(pixels, depth))
             payloads.extend(payload for _, (_, payload) in chunk)
         if not packed:
             return np.zeros((0, *self._packed_shape), np.uint8), []
         return (packed[0] if len(packed) == 1 else np.concatenate(packed)), payloads
 
-    def _pack(self, pixels: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
-        """frames [B,...] in ``pixel_format``, depth [B,1,h,w] 0..1 at the estimator's resolution
-        -> the packed frames [B,...] (numpy, same format).
+    @torch.inference_mode()
+    def pack(self, pixels: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
+        """frames [B,...] in ``pixel_format``, their normalised depth [B,1,h,w] 0..1 at the
+        estimator's resolution -> the packed frames [B,...] (numpy, same format): everything
+        ``push`` does after the depth is final (post-processing, warps, layout, statistics).
 
         The frames stay uint8 throughout and are read at full resolution only by the warp, whose
         read positions are found on the depth's grid once per eye and then serve every plane.
@@ -152,7 +158,7 @@ class StereoConverter:
         b = pixels.shape[0]
         h, w = planes.frame_size(pixels, fmt)
         depth = postprocess_depth(depth, p.edge_dilation, p.foreground_scale)
-        out = torch.empty((b, *self._packed_shape), dtype=torch.uint8, device=pixels.device)
+        out = torch.empty((b, *self._packed_frame_shape(h, w)), dtype=torch.uint8, device=pixels.device)
         sources, targets = planes.split(pixels, fmt), planes.split(out, fmt)
         # Where every pixel reads from is solved for the whole batch at once, on the depth grid.
         batch_offsets = None if p.layout is Layout.DEPTH else eye_offsets(depth, p, (h, w))
