@@ -31,7 +31,8 @@ from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.render import render_segment
 from stereospot_pipeline.stereo import planes
 from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
-from stereospot_pipeline.stereo.params import StereoParams, WarpMethod
+from stereospot_pipeline.stereo.layout import compose
+from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 from stereospot_pipeline.stereo.planes import PixelFormat
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +68,32 @@ def timed_cpu(fn) -> tuple[float, float]:
     return wall, cpu_seconds() - cpu
 
 
+def side_by_side(left: torch.Tensor, right: torch.Tensor) -> np.ndarray:
+    """Two batches of 4:2:0 frames [B,H*3/2,W] -> their full side-by-side frames [B,H*3/2,2W],
+    plane by plane (the rows of a planar frame's chroma are not the halves of its rows)."""
+    fmt = PixelFormat.YUV420P
+    h, w = planes.frame_size(left, fmt)
+    out = torch.empty((left.shape[0], *planes.frame_shape(h, 2 * w, fmt)), dtype=torch.uint8)
+    for lp, rp, op in zip(planes.split(left, fmt), planes.split(right, fmt), planes.split(out, fmt)):
+        op.copy_(compose(lp, rp, Layout.FULL_SBS))
+    return out.numpy()
+
+
+def moved(frames: torch.Tensor, pixels: int) -> torch.Tensor:
+    """4:2:0 frames [B,H*3/2,W] with their content moved ``pixels`` (even) to the right (< 0: to the
+    left), the uncovered edge column repeated: a copy, so nothing is resampled."""
+    fmt = PixelFormat.YUV420P
+    out = torch.empty_like(frames)
+    w = planes.frame_size(frames, fmt)[1]
+    for src, dst in zip(planes.split(frames, fmt), planes.split(out, fmt)):
+        k = pixels * src.shape[-1] // w
+        if k >= 0:
+            dst[..., k:], dst[..., :k] = src[..., :src.shape[-1] - k], src[..., :1]
+        else:
+            dst[..., :k], dst[..., k:] = src[..., -k:], src[..., -1:]
+    return out
+
+
 def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
     """Each stage alone on one thread, on the inputs the converter gives it: decoded 4:2:0
     frames, depth at the estimator's resolution, the converter's rendering of a batch (each
@@ -95,10 +122,15 @@ def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
         warps[method.value] = timed(lambda: [render.pack(pixels, depth) for _ in range(reps)]) / (reps * len(pixels))
     torch.set_num_threads(os.cpu_count() or 1)
     cv2.setNumThreads(os.cpu_count() or 1)
-    # What x264 is given: the source beside itself (what the ffmpeg baseline encodes) and the
-    # conversion's real stereo frames (two different, resampled eyes).
-    contents = {"duplicate": [np.concatenate([f, f], axis=1) for f in yuv[:frames]],  # Y|Y, U|U, V|V rows
-                "stereo": list(pipeline_converter(clip, params)(np.stack(yuv[:frames])))}
+    # What x264 is given: the source beside itself (what the ffmpeg baseline encodes), the
+    # conversion's real stereo frames (two different, resampled eyes), and the source moved
+    # sideways by whole pixels, no resampling: 4 px (off the 16-px macroblock grid of the source's
+    # own encode) and 16 px (back on it), which shows what x264 charges for leaving that grid.
+    source = torch.from_numpy(np.stack(yuv[:frames]))
+    contents = {"duplicate": side_by_side(source, source),
+                "stereo": pipeline_converter(clip, params)(source.numpy()),
+                "moved_4px": side_by_side(moved(source, 4), moved(source, -4)),
+                "moved_16px": side_by_side(moved(source, 16), moved(source, -16))}
     with tempfile.TemporaryDirectory() as tmp:
 
         def encode(sbs: list[np.ndarray]) -> None:
@@ -116,7 +148,7 @@ def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
     return {"decode_fps": frames / decode, "depth_fps": 1 / depth_s,
             **{f"warp_{k}_fps": 1 / v for k, v in warps.items()},
             "encode_sbs_fps": frames / wall["duplicate"], "encode_stereo_sbs_fps": frames / wall["stereo"],
-            "ratio_cpu_encode_stereo_to_duplicate": cpu["stereo"] / cpu["duplicate"]}
+            **{f"ratio_cpu_encode_{k}_to_duplicate": cpu[k] / cpu["duplicate"] for k in contents if k != "duplicate"}}
 
 
 def baseline(clip: Path, out: Path, preset: str, crf: int) -> None:

@@ -185,7 +185,7 @@ def forward_offset(depth_key: torch.Tensor, shift: torch.Tensor) -> torch.Tensor
     lands = ((column >= 0) & (column < w) & (weight > 0)).view(b, -1)
     rows = torch.arange(0, h * w, w, device=shift.device).view(1, 1, h, 1)
     index = column.clamp_(0, w - 1).long().add_(rows).view(b, -1)
-    key = depth_key.expand(b, 2, h, w).reshape(b, -1).masked_fill(~lands, float("-inf"))
+    key = torch.where(lands.view(b, 2, h, w), depth_key, float("-inf")).view(b, -1)
 
     zbuffer = torch.full((b, h * w), float("-inf"), device=shift.device, dtype=depth_key.dtype)
     zbuffer.scatter_reduce_(1, index, key, reduce="amax")
@@ -193,8 +193,8 @@ def forward_offset(depth_key: torch.Tensor, shift: torch.Tensor) -> torch.Tensor
     visible = lands & (key >= zbuffer.gather(1, index) - _Z_TOLERANCE_PX)
     splat = weight.view(b, -1) * visible
     weight_sum = torch.zeros((b, h * w), device=shift.device, dtype=shift.dtype).scatter_add_(1, index, splat)
-    source = xs.expand(b, 2, h, w).reshape(b, -1)
-    column_sum = torch.zeros((b, h * w), device=shift.device, dtype=shift.dtype).scatter_add_(1, index, source * splat)
+    source = (splat.view(b, 2, h, w) * xs).view(b, -1)
+    column_sum = torch.zeros((b, h * w), device=shift.device, dtype=shift.dtype).scatter_add_(1, index, source)
 
     valid = (weight_sum > _HOLE_WEIGHT).view(b, 1, h, w)
     read = column_sum.div_(weight_sum.clamp_min(_HOLE_WEIGHT)).view(b, 1, h, w)
