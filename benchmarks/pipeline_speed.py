@@ -208,13 +208,16 @@ def main() -> None:
     parser.add_argument("--out", default=".bench/pipeline_speed.json")
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--heights", type=int, nargs="+", default=[720, 1080])
+    parser.add_argument("--memory-frames", type=int, nargs=2, default=[50, 1000],
+                        help="lengths of the short and the long clip whose peak memory is compared")
     args = parser.parse_args()
     params = StereoParams(method=WarpMethod.FORWARD_FILL, preset="veryfast")
     results: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_1min_at_start": os.getloadavg()[0],
                                  "python": platform.python_version(), "torch": torch.__version__}, "params": params.model_dump(mode="json")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for height in (720, 1080):
+        for height in args.heights:
             clip = make_source(tmp / f"src{height}.mp4", height, args.frames)
             entry = stage_fps(clip, params, args.frames)
             # Interleaved: re-encode, conversion with each warp, re-encode, ... (medians of each).
@@ -244,12 +247,14 @@ def main() -> None:
                 entry[f"ratio_{method.value}_to_reencode"] = t / base
             results[f"{height}p"] = entry
             print(f"{height}p:", json.dumps(entry, indent=1))
-        short = make_source(tmp / "short.mp4", 360, 50)
-        long = make_source(tmp / "long.mp4", 360, 1000)
-        src1080 = tmp / "src1080.mp4"
-        results["peak_rss_mb"] = {"50_frames": peak_rss_mb(short, params), "1000_frames": peak_rss_mb(long, params),
-                                  "1080p_ema_lookahead": peak_rss_mb(src1080, params),
-                                  "1080p_whole_video_range": peak_rss_mb(src1080, params, whole_video_range=True)}
+        (n_short, n_long), top = args.memory_frames, max(args.heights)
+        short = make_source(tmp / "short.mp4", 360, n_short)
+        long = make_source(tmp / "long.mp4", 360, n_long)
+        largest = tmp / f"src{top}.mp4"
+        results["peak_rss_mb"] = {f"{n_short}_frames": peak_rss_mb(short, params),
+                                  f"{n_long}_frames": peak_rss_mb(long, params),
+                                  f"{top}p_ema_lookahead": peak_rss_mb(largest, params),
+                                  f"{top}p_whole_video_range": peak_rss_mb(largest, params, whole_video_range=True)}
         print("peak memory:", results["peak_rss_mb"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))

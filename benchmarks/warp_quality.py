@@ -22,7 +22,7 @@ from stereospot_pipeline.stereo.depth import HeuristicDepth
 from stereospot_pipeline.stereo.normalize import seam_ratio
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr
-from stereospot_pipeline.stereo.warp import right_from_left_disparity
+from stereospot_pipeline.stereo.warp import right_from_left_disparity, warp_plane
 
 
 def warp_psnr() -> dict[str, dict[str, float]]:
@@ -35,6 +35,10 @@ def warp_psnr() -> dict[str, dict[str, float]]:
     for grid, d in grids.items():
         for method in WarpMethod:
             scores.setdefault(grid, {})[method.value] = round(psnr(right_from_left_disparity(left, d, method), right), 2)
+    # The textbook baseline under the same measure: read the left view at x + d(x) with the
+    # left view's own disparity, unknown disparity taken as 0.
+    naive = warp_plane(left, torch.where(disparity.isfinite(), disparity, 0.0), left.shape[-1])
+    scores["full_res"]["naive_backward"] = round(psnr(naive, right), 2)
     return scores
 
 
