@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast bench ui clean
+.PHONY: demo test test-fast bench bench-gpu ui clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ bench: $(STAMP)  ## speed and quality benchmarks; machine-readable results in .b
 	$(PY) benchmarks/pipeline_speed.py --out .bench/pipeline_speed.json
 	$(PY) benchmarks/warp_quality.py --out .bench/warp_quality.json
 	$(PY) benchmarks/depth_quality.py --out .bench/depth_quality.json
+
+bench-gpu: $(STAMP)  ## Depth Anything V2 Small (random weights) end to end at 1080p on the GPU
+	$(PY) benchmarks/learned_depth_speed.py --out .bench/learned_depth_speed.json
 
 ui: $(STAMP)  ## Dagster UI + daemon on http://127.0.0.1:3000
 	$(VENV)/bin/stereospot ui

@@ -159,23 +159,23 @@ def baseline(clip: Path, out: Path, preset: str, crf: int) -> None:
                     "-an", str(out)], check=True)
 
 
-def pipeline_converter(clip: Path, params: StereoParams) -> StereoConverter:
-    """The converter the pipeline gives a segment of ``clip``: normalised with the whole video's
-    depth range, found from sparse samples."""
-    converter = StereoConverter(params, torch.device("cpu"), pixel_format=PixelFormat.YUV420P)
+def pipeline_converter(clip: Path, params: StereoParams, device: torch.device | None = None) -> StereoConverter:
+    """The converter the pipeline gives a segment of ``clip`` (on ``device``, by default the CPU):
+    normalised with the whole video's depth range, found from sparse samples."""
+    device = device or torch.device("cpu")
+    converter = StereoConverter(params, device, pixel_format=PixelFormat.YUV420P)
     depth_range = video_depth_range(sample_frames(clip, short_side=2 * converter.analysis_side),
                                     converter.estimator, converter.device, pixel_format=PixelFormat.YUV420P,
                                     short_side=converter.analysis_side)
-    return StereoConverter(params, torch.device("cpu"), converter.estimator, depth_range,
-                           pixel_format=PixelFormat.YUV420P)
+    return StereoConverter(params, device, converter.estimator, depth_range, pixel_format=PixelFormat.YUV420P)
 
 
-def conversion(clip: Path, out: Path, params: StereoParams) -> float:
+def conversion(clip: Path, out: Path, params: StereoParams, device: torch.device | None = None) -> float:
     """A conversion as the pipeline runs one: the whole-video depth range, then the segment
     rendered with it (decode, depth, warp and encode overlapped) -> CPU seconds of the stereo
     compute (the calling thread's: decoder and encoder run in threads of their own)."""
     start = time.thread_time()
-    render_segment(clip, out, params, converter=pipeline_converter(clip, params))
+    render_segment(clip, out, params, converter=pipeline_converter(clip, params, device))
     return time.thread_time() - start
 
 

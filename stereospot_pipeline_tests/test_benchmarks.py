@@ -84,3 +84,17 @@ def test_quality_benchmarks_meet_the_targets(tmp_path):
     depth = _run("depth_quality.py", tmp_path / "depth.json", "--repeats", "1")
     assert depth["spearman"]["heuristic"] >= 0.75 > depth["spearman"]["vertical_prior"]
     assert all(ms > 0 for ms in depth["ms_per_frame_720p"].values())
+
+
+def test_learned_depth_benchmark_runs_depth_anything_v2_small(tmp_path):
+    """The GPU benchmark, here in a small CPU form: the model it times must be Depth Anything V2
+    Small's architecture (24.8M parameters), loaded the way users' weights are."""
+    result = _run("learned_depth_speed.py", tmp_path / "learned.json", "--device", "cpu", "--height", "144",
+                  "--frames", "8", "--short-side", "70", "--batch-size", "4", "--repeats", "1")
+    assert result["model"]["architecture"] == "Depth Anything V2 Small"
+    assert result["model"]["parameters_m"] == 24.79
+    assert result["model"]["precision"] == "torch.float32"  # autocast is for CUDA only
+    assert result["device"].startswith("cpu")
+    for key in ("depth_fps", "render_fps", "end_to_end_fps", "ffmpeg_reencode_fps", "ratio_conversion_to_reencode"):
+        assert result[key] > 0, key
+    assert result["peak_gpu_memory_mb"] is None

@@ -57,6 +57,22 @@ def test_uint8_frames_warp_like_float_frames(motorcycle, method):
     assert (warped.float() - reference).abs().max() <= 1.0
 
 
+
+@pytest.mark.parametrize("method", list(WarpMethod))
+def test_the_gpu_resampling_path_matches_the_cpu_one(motorcycle, method):
+    """CPU frames are resampled by OpenCV's remap, those on other devices (CUDA) by grid_sample.
+    float64 frames take the grid_sample path on the CPU too, so both paths meet here on the same
+    real pair, read positions and all."""
+    left, _, disparity = motorcycle
+    coarse = at_depth_resolution(disparity, StereoParams().depth_short_side)
+    remapped = right_from_left_disparity(left, coarse, method)
+    sampled = right_from_left_disparity(left.double(), coarse.double(), method)
+    assert (remapped.double() - sampled).abs().max() < 1e-3
+    as_uint8 = (left * 255).round().to(torch.uint8)
+    remapped = right_from_left_disparity(as_uint8, coarse, method)
+    sampled = right_from_left_disparity(as_uint8.double(), coarse.double(), method).round()
+    assert (remapped.double() - sampled).abs().max() <= 1.0
+
 def _square_scene(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """A near red square (depth 1) in front of a far blue wall (depth 0): [1,3,H,W], [1,1,H,W]."""
     image = BLUE.view(1, 3, 1, 1).repeat(1, 1, size, size)
