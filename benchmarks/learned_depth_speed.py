@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pipeline_speed import baseline, conversion, make_source
+from pipeline_speed import baseline, conversion, make_source, timed
 
 from stereospot_pipeline.media.codec import iter_frames
 from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, pick_device
@@ -95,12 +95,8 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         base_t, conv_t = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            baseline(clip, tmp / "base.mp4", params.preset, params.crf)
-            base_t.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            conversion(clip, tmp / "conv.mp4", params, device)
-            conv_t.append(time.perf_counter() - start)
+            base_t.append(timed(lambda: baseline(clip, tmp / "base.mp4", params.preset, params.crf)))
+            conv_t.append(timed(lambda: conversion(clip, tmp / "conv.mp4", params, device)))
         base, conv = statistics.median(base_t), statistics.median(conv_t)
         result = {
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",

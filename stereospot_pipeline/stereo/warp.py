@@ -193,8 +193,8 @@ def forward_offset(depth_key: torch.Tensor, shift: torch.Tensor) -> torch.Tensor
     visible = lands & (key >= zbuffer.gather(1, index) - _Z_TOLERANCE_PX)
     splat = weight.view(b, -1) * visible
     weight_sum = torch.zeros((b, h * w), device=shift.device, dtype=shift.dtype).scatter_add_(1, index, splat)
-    source = (splat.view(b, 2, h, w) * xs).view(b, -1)
-    column_sum = torch.zeros((b, h * w), device=shift.device, dtype=shift.dtype).scatter_add_(1, index, source)
+    weighted_columns = (splat.view(b, 2, h, w) * xs).view(b, -1)
+    column_sum = torch.zeros((b, h * w), device=shift.device, dtype=shift.dtype).scatter_add_(1, index, weighted_columns)
 
     valid = (weight_sum > _HOLE_WEIGHT).view(b, 1, h, w)
     read = column_sum.div_(weight_sum.clamp_min(_HOLE_WEIGHT)).view(b, 1, h, w)
