@@ -27,11 +27,10 @@ import numpy as np
 import torch
 
 from stereospot_pipeline.media.codec import VideoWriter, iter_frames
-from stereospot_pipeline.media.sample import sample_frames
-from stereospot_pipeline.render import render_segment
+from stereospot_pipeline.render import render_segment, whole_video_depth_range
 from stereospot_pipeline.stereo import planes
-from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
-from stereospot_pipeline.stereo.layout import compose
+from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames
+from stereospot_pipeline.stereo.layout import eye_slots
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 from stereospot_pipeline.stereo.planes import PixelFormat
 
@@ -75,7 +74,9 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor) -> np.ndarray:
     h, w = planes.frame_size(left, fmt)
     out = torch.empty((left.shape[0], *planes.frame_shape(h, 2 * w, fmt)), dtype=torch.uint8)
     for lp, rp, op in zip(planes.split(left, fmt), planes.split(right, fmt), planes.split(out, fmt)):
-        op.copy_(compose(lp, rp, Layout.FULL_SBS))
+        left_slot, right_slot = eye_slots(op, Layout.FULL_SBS)
+        left_slot.copy_(lp)
+        right_slot.copy_(rp)
     return out.numpy()
 
 
@@ -164,10 +165,8 @@ def pipeline_converter(clip: Path, params: StereoParams, device: torch.device | 
     normalised with the whole video's depth range, found from sparse samples."""
     device = device or torch.device("cpu")
     converter = StereoConverter(params, device, pixel_format=PixelFormat.YUV420P)
-    depth_range = video_depth_range(sample_frames(clip, short_side=2 * converter.analysis_side),
-                                    converter.estimator, converter.device, pixel_format=PixelFormat.YUV420P,
-                                    short_side=converter.analysis_side)
-    return StereoConverter(params, device, converter.estimator, depth_range, pixel_format=PixelFormat.YUV420P)
+    return StereoConverter(params, device, converter.estimator, whole_video_depth_range(clip, converter),
+                           pixel_format=PixelFormat.YUV420P)
 
 
 def conversion(clip: Path, out: Path, params: StereoParams, device: torch.device | None = None) -> float:

@@ -21,9 +21,11 @@ from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.codec import VideoWriter, iter_frames
+from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
-from stereospot_pipeline.stereo.convert import StereoConverter
+from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
 from stereospot_pipeline.stereo.layout import output_size
+from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat, frame_size
 
@@ -116,6 +118,15 @@ def _get(q: queue.Queue, stop: threading.Event):
             return q.get(timeout=0.2)
         except queue.Empty:
             continue
+
+
+def whole_video_depth_range(video: Path, converter: StereoConverter) -> DepthRange:
+    """The nearness range of the whole of ``video`` through ``converter``'s estimator, for
+    seam-free segments (``StereoConverter(depth_range=...)``): sparse samples, decoded a little
+    above the converter's analysis size so they are shrunk exactly as segment frames are."""
+    samples = sample_frames(video, short_side=2 * converter.analysis_side)
+    return video_depth_range(samples, converter.estimator, converter.device, pixel_format=PixelFormat.YUV420P,
+                             short_side=converter.analysis_side)
 
 
 def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: SegmentPlan | None = None,

@@ -32,10 +32,9 @@ from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.resources import EngineResource
 from stereospot_pipeline.defs.tables import STEREO_SEGMENT_SCHEMA
 from stereospot_pipeline.ingest import registry_key
-from stereospot_pipeline.render import RenderResult, render_segment
-from stereospot_pipeline.media.sample import sample_frames
+from stereospot_pipeline.render import RenderResult, render_segment, whole_video_depth_range
 from stereospot_pipeline.media.segment import SegmentPlan
-from stereospot_pipeline.stereo.convert import StereoConverter, pick_device, video_depth_range
+from stereospot_pipeline.stereo.convert import StereoConverter, pick_device
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.settings import Settings
@@ -76,10 +75,7 @@ def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, en
     converter = StereoConverter(params, device=pick_device(engine.device), pixel_format=PixelFormat.YUV420P)
     source_key = store.get_json(keys.source_info(key))["storage_key"]
     with store.local_copy(source_key) as src:
-        # Samples a little above the analysis size, so they are shrunk exactly as segment frames are.
-        samples = sample_frames(src, short_side=2 * converter.analysis_side)
-        depth_range = video_depth_range(samples, converter.estimator, converter.device,
-                                        pixel_format=PixelFormat.YUV420P, short_side=converter.analysis_side)
+        depth_range = whole_video_depth_range(src, converter)
     result = depth_range.model_dump(mode="json")
     store.put_json(result, stored)
     context.log.info(f"whole-video depth range {result} in {time.perf_counter() - started:.1f}s")
