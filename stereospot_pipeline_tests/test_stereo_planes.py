@@ -3,6 +3,7 @@ out as the RGB path would (colour conversions only at low resolution or for anag
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -11,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stereospot_pipeline.media.codec import iter_frames, yuv420p
+from stereospot_pipeline.media.codec import VideoWriter, iter_frames, yuv420p
 from stereospot_pipeline.stereo import planes
 from stereospot_pipeline.stereo.convert import StereoConverter
 from stereospot_pipeline.stereo.evaluation import motorcycle_pair
@@ -100,3 +101,19 @@ def test_decoder_gives_4_2_0_planes_padded_to_even(tmp_path):
     luma = frames[0][:38].astype(int)
     assert np.array_equal(luma[:, 65], luma[:, 64]) and np.array_equal(luma[37], luma[36])
     assert (np.diff(luma[:37, 4:60], axis=1) >= -1).all()  # the ramp survives, not resampled away
+
+
+def test_writer_encodes_the_planes_it_is_given(tmp_path, scene):
+    """Frames go to x264 without a copy: each must come back (lossless encode) exactly as written,
+    including one given as a strided view (a crop), whose chroma rows are not half a luma row."""
+    yuv = _as_yuv(scene)[0]  # [360,360]: 240 rows of luma, then U and V
+    wide = np.concatenate([yuv, yuv[:, ::-1]], axis=1)  # a frame twice as wide
+    frames = [yuv, 255 - yuv, np.ascontiguousarray(wide[:, 36:396]), wide[:, 36:396]]
+    out = tmp_path / "lossless.mp4"
+    with VideoWriter(out, 360, 240, Fraction(1, 10), crf=0) as writer:
+        for pts, frame in enumerate(frames):
+            writer.write(frame, pts)
+    decoded = [f for f, _, _ in iter_frames(out)]
+    assert len(decoded) == 4
+    for written, read in zip(frames, decoded):
+        assert np.array_equal(written, read)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import av
@@ -24,8 +24,11 @@ def sample_frames(path: Path, *, every_s: float = 1.0, short_side: int = 224,
     ``every_s`` seconds, downscaled to about ``short_side`` (never enlarged), in the segments'
     pixel format so the depth analysis sees them exactly as it sees the segments' frames.
 
-    Decoding only keyframes skips almost all decode work; streams with too few keyframes fall
-    back to decoding everything and keeping one frame per interval.
+    Decoding only keyframes skips almost all decode work. Streams with too few keyframes (short
+    clips: x264 puts one every 250 frames) fall back to decoding the reference frames and keeping
+    one per interval: nothing depends on a non-reference frame, so skipping those (most B-frames,
+    about 40% of an x264 stream's frames) changes no decoded picture and saves about 40% of the
+    decode.
     """
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -34,16 +37,26 @@ def sample_frames(path: Path, *, every_s: float = 1.0, short_side: int = 224,
         # Enough samples to cover the video evenly, but never more than max_frames.
         every_s = max(every_s, total_s / max_frames) if total_s else every_s
         keyframes_only = sum(1 for p in container.demux(stream) if p.is_keyframe) >= min_keyframes
-        container.seek(0)
-        if keyframes_only:
-            stream.codec_context.skip_frame = "NONKEY"
-        yielded, next_t = 0, None
-        for frame in container.decode(stream):
-            t = frame.time if frame.time is not None else 0.0
-            if next_t is not None and t < next_t:
-                continue
-            yield _scaled(frame, short_side)
-            yielded += 1
-            next_t = t + every_s
-            if yielded >= max_frames:
+        # A stream whose every frame is flagged non-reference would yield nothing: decode it all.
+        for skip in ("NONKEY",) if keyframes_only else ("NONREF", "DEFAULT"):
+            container.seek(0)
+            stream.codec_context.skip_frame = skip
+            yielded = yield from _spread(container.decode(stream), every_s, short_side, max_frames)
+            if yielded:
                 return
+
+
+def _spread(frames: Iterator[av.VideoFrame], every_s: float, short_side: int,
+            max_frames: int) -> Generator[np.ndarray, None, int]:
+    """Yield ``frames`` at least ``every_s`` apart, at most ``max_frames`` -> how many."""
+    yielded, next_t = 0, None
+    for frame in frames:
+        t = frame.time if frame.time is not None else 0.0
+        if next_t is not None and t < next_t:
+            continue
+        yield _scaled(frame, short_side)
+        yielded += 1
+        next_t = t + every_s
+        if yielded >= max_frames:
+            break
+    return yielded
