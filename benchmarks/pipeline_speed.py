@@ -21,6 +21,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import imageio_ffmpeg
 import numpy as np
@@ -33,6 +34,7 @@ from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames
 from stereospot_pipeline.stereo.layout import eye_slots
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 from stereospot_pipeline.stereo.planes import PixelFormat
+from stereospot_pipeline_tests.clips import real_clips
 
 REPO = Path(__file__).resolve().parent.parent
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -154,10 +156,39 @@ def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
 
 def baseline(clip: Path, out: Path, preset: str, crf: int) -> None:
     """ffmpeg decoding the clip and encoding a side-by-side frame of the same size: the same
-    decode and encode work as a conversion, without the stereo compute."""
+    decode and encode work as a conversion, without the stereo compute. Like a conversion it
+    encodes every decoded frame at its own time, 4:2:0, padded to even sizes."""
     subprocess.run([FFMPEG, "-v", "error", "-y", "-threads", "0", "-i", str(clip), "-filter_complex",
-                    "[0:v]split[a][b];[a][b]hstack", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
+                    "[0:v]pad=ceil(iw/2)*2:ceil(ih/2)*2,format=yuv420p,split[a][b];[a][b]hstack",
+                    "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
                     "-an", str(out)], check=True)
+
+
+def frame_count(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(container.streams.video[0]))
+
+
+def real_clip_ratios(clips: list[Path], params: StereoParams, repeats: int, tmp: Path) -> dict:
+    """Conversion vs re-encode, interleaved, on footage no one here made, each clip at its own
+    size, codec and frame rate (the clip's whole length: start-up costs included)."""
+    results = {}
+    for clip in clips:
+        with av.open(str(clip)) as container:
+            stream = container.streams.video[0]
+            codec, width, height = stream.codec_context.name, stream.width, stream.height
+        base_t, conv_t = [], []
+        for _ in range(repeats):
+            base_t.append(timed(lambda: baseline(clip, tmp / "base.mp4", params.preset, params.crf)))
+            conv_t.append(timed(lambda: conversion(clip, tmp / "conv.mp4", params)))
+        frames = frame_count(tmp / "conv.mp4")
+        base, conv = statistics.median(base_t), statistics.median(conv_t)
+        results[clip.name] = {"codec": codec, "width": width, "height": height, "frames": frames,
+                              "reencode_frames": frame_count(tmp / "base.mp4"),
+                              "end_to_end_fps": frames / conv, "ffmpeg_reencode_fps": frames / base,
+                              "ratio_conversion_to_reencode": conv / base}
+        print(clip.name, json.dumps(results[clip.name]))
+    return results
 
 
 def pipeline_converter(clip: Path, params: StereoParams, device: torch.device | None = None) -> StereoConverter:
@@ -210,6 +241,9 @@ def main() -> None:
     parser.add_argument("--heights", type=int, nargs="+", default=[720, 1080])
     parser.add_argument("--memory-frames", type=int, nargs=2, default=[50, 1000],
                         help="lengths of the short and the long clip whose peak memory is compared")
+    parser.add_argument("--real-clips", nargs="*", default=None, metavar="NAME",
+                        help="clips of the shared real-world corpus to time (default: all but the "
+                             "48x144 one; none given: skip)")
     args = parser.parse_args()
     params = StereoParams(method=WarpMethod.FORWARD_FILL, preset="veryfast")
     results: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_1min_at_start": os.getloadavg()[0],
@@ -255,6 +289,10 @@ def main() -> None:
                                   f"{top}p_ema_lookahead": peak_rss_mb(largest, params),
                                   f"{top}p_whole_video_range": peak_rss_mb(largest, params, whole_video_range=True)}
         print("peak memory:", results["peak_rss_mb"])
+        if args.real_clips != []:
+            corpus = real_clips(REPO / ".real-clips")
+            names = args.real_clips or [n for n in sorted(corpus) if not n.startswith("tiny_")]
+            results["real_clips"] = real_clip_ratios([corpus[n] for n in names], params, args.repeats, tmp)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")

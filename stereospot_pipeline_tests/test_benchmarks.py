@@ -35,7 +35,8 @@ def _speed_module():
 
 def test_speed_benchmark_writes_every_measurement(tmp_path):
     result = _run("pipeline_speed.py", tmp_path / "speed.json", "--heights", "144", "--frames", "12",
-                  "--repeats", "1", "--memory-frames", "10", "30")
+                  "--repeats", "1", "--memory-frames", "10", "30",
+                  "--real-clips", "realshort_240p_h264_2997.mp4")
     entry = result["144p"]
     for key in ("decode_fps", "depth_fps", "warp_forward_fill_fps", "warp_backward_fps", "encode_sbs_fps",
                 "encode_stereo_sbs_fps", "end_to_end_fps", "ffmpeg_reencode_fps", "end_to_end_backward_fps"):
@@ -47,6 +48,11 @@ def test_speed_benchmark_writes_every_measurement(tmp_path):
     assert 0 < entry["cpu_ms_per_frame_conversion_compute_thread"] < entry["cpu_ms_per_frame_conversion"]
     assert set(result["peak_rss_mb"]) == {"10_frames", "30_frames", "144p_ema_lookahead", "144p_whole_video_range"}
     assert all(100 < mb < 4000 for mb in result["peak_rss_mb"].values())
+    real = result["real_clips"]["realshort_240p_h264_2997.mp4"]
+    # Both sides encode every frame of the real clip (29.97 fps H.264, 320x240).
+    assert (real["codec"], real["width"], real["height"]) == ("h264", 320, 240)
+    assert real["frames"] == real["reencode_frames"] == 36
+    assert real["end_to_end_fps"] > 0 and 0.2 < real["ratio_conversion_to_reencode"] < 50
 
 
 def test_speed_benchmark_times_x264_on_the_frames_it_names():
