@@ -21,13 +21,13 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import imageio_ffmpeg
 import numpy as np
 import torch
 
 from stereospot_pipeline.media.codec import VideoWriter, iter_frames
+from stereospot_pipeline.media.probe import probe_video
 from stereospot_pipeline.render import render_segment, whole_video_depth_range
 from stereospot_pipeline.stereo import planes
 from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames
@@ -164,27 +164,20 @@ def baseline(clip: Path, out: Path, preset: str, crf: int) -> None:
                     "-an", str(out)], check=True)
 
 
-def frame_count(path: Path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(container.streams.video[0]))
-
-
 def real_clip_ratios(clips: list[Path], params: StereoParams, repeats: int, tmp: Path) -> dict:
     """Conversion vs re-encode, interleaved, on footage no one here made, each clip at its own
     size, codec and frame rate (the clip's whole length: start-up costs included)."""
     results = {}
     for clip in clips:
-        with av.open(str(clip)) as container:
-            stream = container.streams.video[0]
-            codec, width, height = stream.codec_context.name, stream.width, stream.height
+        source = probe_video(clip)
         base_t, conv_t = [], []
         for _ in range(repeats):
             base_t.append(timed(lambda: baseline(clip, tmp / "base.mp4", params.preset, params.crf)))
             conv_t.append(timed(lambda: conversion(clip, tmp / "conv.mp4", params)))
-        frames = frame_count(tmp / "conv.mp4")
+        frames = probe_video(tmp / "conv.mp4").frames
         base, conv = statistics.median(base_t), statistics.median(conv_t)
-        results[clip.name] = {"codec": codec, "width": width, "height": height, "frames": frames,
-                              "reencode_frames": frame_count(tmp / "base.mp4"),
+        results[clip.name] = {"codec": source.codec, "width": source.width, "height": source.height,
+                              "frames": frames, "reencode_frames": probe_video(tmp / "base.mp4").frames,
                               "end_to_end_fps": frames / conv, "ffmpeg_reencode_fps": frames / base,
                               "ratio_conversion_to_reencode": conv / base}
         print(clip.name, json.dumps(results[clip.name]))

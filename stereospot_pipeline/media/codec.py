@@ -80,8 +80,8 @@ class VideoWriter:
         self._last_duration = 1
 
     def write(self, yuv: np.ndarray, pts: int) -> None:
-        """Queue ``yuv`` [H*3/2,W] at ``pts``. It is encoded in place, not copied (about 1 ms a
-        frame at 1080p side by side), so it must not change until the next ``write`` or ``close``."""
+        """Queue ``yuv`` [H*3/2,W] at ``pts``. It is encoded in place, not copied (about 1 ms of CPU
+        a frame at 720p side by side), so it must not change until the next ``write`` or ``close``."""
         # A chroma row is half a luma row only in a contiguous array: a strided view is copied.
         frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(yuv), format="yuv420p")
         frame.pts = pts
