@@ -81,7 +81,7 @@ def main() -> None:
                               batch_size=args.batch_size, method=WarpMethod.FORWARD_FILL, preset="veryfast")
         converter = StereoConverter(params, device, pixel_format=fmt)
         model = converter.estimator.model
-        frames = [f for f, _, _ in iter_frames(clip)][: args.batch_size]
+        frames = [f for f, *_ in iter_frames(clip)][: args.batch_size]
         pixels = torch.from_numpy(np.stack(frames)).to(device)
 
         def depth_stage() -> torch.Tensor:

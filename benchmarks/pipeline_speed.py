@@ -104,7 +104,7 @@ def stage_fps(clip: Path, params: StereoParams, frames: int) -> dict:
     (changing) side-by-side frames for the encoder."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    yuv = [f for f, _, _ in iter_frames(clip)]
+    yuv = [f for f, *_ in iter_frames(clip)]
     fmt = PixelFormat.YUV420P
     h, w = planes.frame_size(torch.from_numpy(yuv[0])[None], fmt)
     decode = timed(lambda: sum(1 for _ in iter_frames(clip)))

@@ -1,15 +1,18 @@
 """Stereo engine quality: warp PSNR against a real stereo pair (with full-resolution disparity,
-and with disparity at the depth model's resolution as the converter warps) and depth jumps at
-segment seams with and without the whole-video depth range. (Warp speed is a stage of
+and with disparity at the depth model's resolution as the converter warps), depth jumps at
+segment seams with and without the whole-video depth range, and, on the shared real-world
+corpus, depth shimmer where the picture holds still with and without the depth stabiliser and
+seams of still shots with and without the segment lead-in. (Warp speed is a stage of
 ``pipeline_speed.py``.)
 
-    python benchmarks/warp_quality.py [--out .bench/warp_quality.json]
+    python benchmarks/warp_quality.py [--out .bench/warp_quality.json] [--real-clips NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +20,17 @@ import torch
 import torch.nn.functional as F
 from skimage.data import chelsea
 
-from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
+from stereospot_pipeline.media.codec import iter_frames
+from stereospot_pipeline.render import LEAD_IN_FRAMES
+from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
 from stereospot_pipeline.stereo.depth import HeuristicDepth
 from stereospot_pipeline.stereo.normalize import seam_ratio
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
-from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr
+from stereospot_pipeline.stereo.evaluation import DepthRecorder, at_depth_resolution, motorcycle_pair, psnr
+from stereospot_pipeline.stereo.planes import PixelFormat
+from stereospot_pipeline.stereo.stabilize import luma_at, still_flicker, still_pixels
 from stereospot_pipeline.stereo.warp import right_from_left_disparity, warp_plane
+from stereospot_pipeline_tests.clips import REPO, real_clips
 
 
 def warp_psnr() -> dict[str, dict[str, float]]:
@@ -67,13 +75,65 @@ def seam_ratios(frames: int = 32, segments: int = 4) -> dict[str, float]:
     return {"without_range": ratio(None), "with_range": ratio(whole_video)}
 
 
+def _recorded(frames: np.ndarray, params: StereoParams, depth_range, lead_in: np.ndarray | None = None) -> torch.Tensor:
+    """Depth [T,1,h,w] a fresh converter renders yuv420p ``frames`` with (after ``lead_in``)."""
+    recorder = DepthRecorder(params, torch.device("cpu"), HeuristicDepth(), depth_range=depth_range,
+                             pixel_format=PixelFormat.YUV420P)
+    if lead_in is not None and len(lead_in):
+        recorder.warm_up(lead_in)
+    recorder(frames)
+    return recorder.depth()
+
+
+def clip_stability(clip: Path, frames: int, segments: int = 3) -> dict:
+    """On the first ``frames`` frames of a real clip, with its whole-clip depth range:
+
+    - shimmer: per-eye disparity change (px at the clip's size) between neighbouring frames where
+      the picture holds still, mean and 99th percentile, depth stabiliser off / on;
+    - moving: where the picture moves, the mean disparity change between frames without the
+      stabiliser, and how far the stabilised disparity departs from it (lag would show here);
+    - seam ratio of the clip converted as ``segments`` independent segments, each without / with
+      the lead-in (the frames before it) the renderer gives segments."""
+    yuv = np.stack([f for f, *_ in islice(iter_frames(clip), frames)])
+    h, w = yuv.shape[1] * 2 // 3, yuv.shape[2]
+    on = StereoParams(layout=Layout.DEPTH)
+    depth_range = video_depth_range(iter(yuv[::4]), HeuristicDepth(), torch.device("cpu"),
+                                    pixel_format=PixelFormat.YUV420P)
+    depth = {"off": _recorded(yuv, on.model_copy(update={"temporal_smoothing": 0.0}), depth_range),
+             "on": _recorded(yuv, on, depth_range)}
+    luma = luma_at(analysis_frames(torch.as_tensor(yuv), HeuristicDepth().short_side, PixelFormat.YUV420P),
+                   tuple(depth["on"].shape[-2:]))
+    px = on.divergence * max(h, w) / 200  # per-eye shift per unit of depth
+    result = {"frames": len(yuv), "size": f"{w}x{h}"}
+    for name, d in depth.items():
+        change = still_flicker(d, luma) * px
+        result[f"shimmer_{name}_px"] = {"mean": round(float(change.mean()), 4),
+                                        "p99": round(float(change.quantile(0.99)), 3)}
+    moving = ~still_pixels(luma)
+    raw = depth["off"]
+    result["moving_px"] = {"change": round(float(((raw[1:] - raw[:-1]).abs() * px)[moving].mean()), 4),
+                           "deviation": round(float(((depth["on"] - raw)[1:].abs() * px)[moving].mean()), 4)}
+    bounds = np.linspace(0, len(yuv), segments + 1).astype(int)
+    for warm in (False, True):
+        parts = [_recorded(yuv[a:b], on, depth_range, yuv[max(0, a - LEAD_IN_FRAMES):a] if warm else None)
+                 for a, b in zip(bounds, bounds[1:])]
+        result["seam_ratio_" + ("with_lead_in" if warm else "without_lead_in")] = round(seam_ratio(parts), 3)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(".bench/warp_quality.json"))
+    parser.add_argument("--real-clips", nargs="*", default=None,
+                        help="corpus clips for the temporal measurements (default: all but the tiny one)")
+    parser.add_argument("--frames", type=int, default=90, help="frames of each real clip")
     args = parser.parse_args()
+    corpus = real_clips(REPO / ".real-clips")
+    names = args.real_clips if args.real_clips is not None else [n for n in sorted(corpus) if not n.startswith("tiny_")]
     result = {
         "psnr_db": warp_psnr(),
         "seam_ratio": seam_ratios(),
+        "real_clips": {name: clip_stability(corpus[name], args.frames) for name in names},
         "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps(result, indent=2))

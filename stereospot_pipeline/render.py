@@ -30,6 +30,10 @@ from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat, frame_size
 
 _DONE = object()
+# Frames of a segment's pre-roll (the end of the previous segment) shown to the converter before
+# the segment's own: its depth stabiliser and range smoothing then carry on from where the
+# previous segment's left off (their memory fades to under 3% within 16 frames).
+LEAD_IN_FRAMES = 16
 # x264 writes a frame-packing SEI so 3D TVs and players switch to the packing on their own
 # (3 = side by side, 4 = top-bottom). Cross-eyed (right|left) must not claim 3: players would
 # show each eye to the wrong side.
@@ -150,9 +154,16 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
     offset = chunk_offset(chunk, plan) if plan else Fraction(0)
 
     def decode() -> None:
-        batch, stamps = [], []
+        batch, stamps, lead_in = [], [], []
         keep = (lambda t: plan.contains(t - offset)) if plan else None
-        for frame, pts, tb in iter_frames(chunk, keep):
+        for frame, pts, tb, kept in iter_frames(chunk, keep, lead_in=LEAD_IN_FRAMES if plan else 0):
+            if not kept:
+                lead_in.append(frame)
+                continue
+            if lead_in:
+                # Stamps None: frames to warm up on, not to convert.
+                _put(batches, (np.stack(lead_in), None, tb), stop)
+                lead_in = []
             batch.append(frame)
             stamps.append(pts - round(offset / tb))
             if len(batch) == params.batch_size:
@@ -195,7 +206,10 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
         with _compute_threads(max(1, int((os.cpu_count() or 1) * _COMPUTE_CORE_SHARE))):
             while (item := _get(batches, stop)) is not _DONE:
                 frames, stamps, tb = item
-                emit(*converter.push(frames, stamps))
+                if stamps is None:
+                    converter.warm_up(frames)
+                else:
+                    emit(*converter.push(frames, stamps))
             emit(*converter.flush())
         _put(packed, _DONE, stop)
     except _Stopped:

@@ -96,7 +96,7 @@ def test_decoder_gives_4_2_0_planes_padded_to_even(tmp_path):
         for _ in range(3):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(ramp, format="rgb24").reformat(format="yuv444p")))
         container.mux(stream.encode(None))
-    frames = [f for f, _, _ in iter_frames(odd)]
+    frames = [f for f, *_ in iter_frames(odd)]
     assert len(frames) == 3 and all(f.shape == (38 * 3 // 2, 66) for f in frames)
     luma = frames[0][:38].astype(int)
     assert np.array_equal(luma[:, 65], luma[:, 64]) and np.array_equal(luma[37], luma[36])
@@ -113,7 +113,7 @@ def test_writer_encodes_the_planes_it_is_given(tmp_path, scene):
     with VideoWriter(out, 360, 240, Fraction(1, 10), crf=0) as writer:
         for pts, frame in enumerate(frames):
             writer.write(frame, pts)
-    decoded = [f for f, _, _ in iter_frames(out)]
+    decoded = [f for f, *_ in iter_frames(out)]
     assert len(decoded) == 4
     for written, read in zip(frames, decoded):
         assert np.array_equal(written, read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -10,18 +11,29 @@ import av
 import numpy as np
 
 
-def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None,
-                ) -> Iterator[tuple[np.ndarray, int, Fraction]]:
-    """Yield (yuv420p uint8 [H*3/2,W], pts, time_base) for each frame of the first video track
-    whose time (seconds) passes ``keep``; the others are decoded (as references) but not
-    converted. Odd sizes come padded to even (see ``yuv420p``)."""
+def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None, lead_in: int = 0,
+                ) -> Iterator[tuple[np.ndarray, int, Fraction, bool]]:
+    """Yield (yuv420p uint8 [H*3/2,W], pts, time_base, kept) for each frame of the first video
+    track whose time (seconds) passes ``keep`` (kept=True), preceded by up to ``lead_in`` of the
+    frames just before the first of them (kept=False: context, e.g. for temporal filters). Other
+    frames are decoded (as references) but not converted. Odd sizes come padded to even (see
+    ``yuv420p``)."""
+    before: deque[av.VideoFrame] = deque(maxlen=lead_in or None)
+    started = False
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threading roughly doubles decode speed
         for frame in container.decode(stream):
             pts = frame.pts if frame.pts is not None else frame.dts
             if keep is None or keep(pts * frame.time_base):
-                yield yuv420p(frame), pts, frame.time_base
+                if not started:
+                    started = True
+                    for early in before:
+                        yield yuv420p(early), early.pts, early.time_base, False
+                    before.clear()
+                yield yuv420p(frame), pts, frame.time_base, True
+            elif lead_in and not started:
+                before.append(frame)
 
 
 def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None = None) -> np.ndarray:

@@ -26,6 +26,7 @@ from stereospot_pipeline.stereo.normalize import (
 )
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat
+from stereospot_pipeline.stereo.stabilize import DepthStabilizer
 from stereospot_pipeline.stereo.warp import eye_offsets, eye_shift, warp_planes
 
 
@@ -74,7 +75,8 @@ class StereoConverter:
 
     Streaming use: ``push(frames, payloads)`` returns the frames whose depth is final, which lag
     the input by up to ``params.ema_lookahead`` frames, each with its payload (e.g. timestamps);
-    ``flush()`` returns the rest at the end. ``converter(frames)`` is push + flush in one call:
+    ``flush()`` returns the rest at the end. ``warm_up(frames)`` first, with the frames just
+    before the stream (a segment's pre-roll), lets the temporal state continue from them. ``converter(frames)`` is push + flush in one call:
     every frame comes back at once, but look-ahead then sees only frames already given.
 
     With ``depth_range`` (from ``video_depth_range`` over the whole video) every frame is
@@ -94,9 +96,20 @@ class StereoConverter:
         self.analysis_side = min(params.depth_short_side, working) if working else params.depth_short_side
         self.normalizer: Normalizer = (FixedNormalizer(depth_range) if depth_range is not None
                                        else EmaNormalizer(params.ema_decay, params.ema_lookahead))
+        self.stabilizer = DepthStabilizer(params.temporal_smoothing)
         self.stats = DepthStats(extra={"scene_cuts": 0})
         self._cuts = SceneCutDetector()
         self._packed_shape = planes.frame_shape(0, 0, self.pixel_format)
+
+    @torch.inference_mode()
+    def warm_up(self, frames: np.ndarray) -> None:
+        """uint8 frames in ``pixel_format`` that come just before the stream, oldest first: they
+        set the cut detector, depth stabiliser and range smoothing as if the stream had started
+        with them, and are not rendered. A segment converted after its predecessor's last frames
+        then joins it without a step in depth."""
+        x = analysis_frames(torch.as_tensor(frames, device=self.device), self.analysis_side, self.pixel_format)
+        cuts = self._cuts(x)
+        self.normalizer.prime(self.stabilizer(self.estimator(x), x, cuts), cuts)
 
     @torch.inference_mode()
     def push(self, frames: np.ndarray, payloads: Sequence[Any] | None = None) -> tuple[np.ndarray, list]:
@@ -113,7 +126,8 @@ class StereoConverter:
         h, w = planes.frame_size(pixels, self.pixel_format)
         self._packed_shape = self._packed_frame_shape(h, w)
         payloads = [None] * len(frames) if payloads is None else list(payloads)
-        return self._render(self.normalizer.push(self.estimator(x), list(zip(pixels, payloads)), cuts))
+        nearness = self.stabilizer(self.estimator(x), x, cuts)
+        return self._render(self.normalizer.push(nearness, list(zip(pixels, payloads)), cuts))
 
     @torch.inference_mode()
     def flush(self) -> tuple[np.ndarray, list]:

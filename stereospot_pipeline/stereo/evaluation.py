@@ -1,4 +1,5 @@
-"""Measuring the engine against real stereo ground truth (scikit-image's motorcycle pair).
+"""Measuring the engine: against real stereo ground truth (scikit-image's motorcycle pair), and
+the depth a converter actually renders with over time.
 
 Shared by the quality benchmark and the tests, so both score the same thing the same way.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from stereospot_pipeline.stereo.convert import StereoConverter
 from stereospot_pipeline.stereo.depth_post import postprocess_depth
 from stereospot_pipeline.stereo.params import StereoParams
 from stereospot_pipeline.stereo.warp import fill_from_background
@@ -43,3 +45,20 @@ def psnr(a: torch.Tensor, b: torch.Tensor, border: int = BORDER) -> float:
     """dB PSNR of two [..., H, W] images in 0..1, ``border`` px excluded at every edge."""
     mse = ((a - b)[..., border:-border, border:-border] ** 2).mean()
     return float(10 * torch.log10(1 / mse))
+
+
+class DepthRecorder(StereoConverter):
+    """A converter that keeps the normalised depth [B,1,h,w] of every frame it renders, as the
+    warp receives it, in ``depths`` (for measuring temporal behaviour without 8-bit rounding)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.depths: list[torch.Tensor] = []
+
+    def pack(self, pixels: torch.Tensor, depth: torch.Tensor):
+        self.depths.append(depth.cpu())
+        return super().pack(pixels, depth)
+
+    def depth(self) -> torch.Tensor:
+        """All recorded depth, [T,1,h,w] in render order."""
+        return torch.cat(self.depths)

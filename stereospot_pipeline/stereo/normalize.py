@@ -39,6 +39,8 @@ class Normalizer(Protocol):
 
     def flush(self) -> Ready: ...
 
+    def prime(self, nearness: torch.Tensor, cuts: Sequence[bool]) -> None: ...
+
 
 def apply_range(nearness: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """nearness [...,H,W] -> depth in 0..1 with ``lo`` -> 0 and ``hi`` -> 1, clamped."""
@@ -58,6 +60,9 @@ class FixedNormalizer:
 
     def flush(self) -> Ready:
         return []
+
+    def prime(self, nearness: torch.Tensor, cuts: Sequence[bool]) -> None:
+        """Nothing to learn from earlier frames: the range is fixed."""
 
 
 @dataclass
@@ -89,15 +94,8 @@ class EmaNormalizer:
     def push(self, nearness: torch.Tensor, payloads: Sequence[Any], cuts: Sequence[bool]) -> Ready:
         """nearness [B,1,h,w], B payloads, B flags (True: frame starts a new shot) -> the frames
         whose look-ahead is now complete (possibly none), oldest first."""
-        los = nearness.amin(dim=(1, 2, 3)).tolist()
-        his = nearness.amax(dim=(1, 2, 3)).tolist()
-        for frame, payload, cut, lo, hi in zip(nearness, payloads, cuts, los, his):
-            if cut or self._ema is None:
-                self._scene += 1
-                self._ema = (lo, hi)
-            else:
-                d = self.decay
-                self._ema = (d * self._ema[0] + (1 - d) * lo, d * self._ema[1] + (1 - d) * hi)
+        for frame, payload, cut, (lo, hi) in zip(nearness, payloads, cuts, _extremes(nearness)):
+            self._advance(lo, hi, cut)
             self._pending.append(_Pending(frame, payload, self._scene, *self._ema))
         ready = []
         while len(self._pending) > self.lookahead:
@@ -108,6 +106,21 @@ class EmaNormalizer:
         """The frames still held back (end of stream); the smoothing state carries on."""
         return [self._emit() for _ in range(len(self._pending))]
 
+    def prime(self, nearness: torch.Tensor, cuts: Sequence[bool]) -> None:
+        """Let the frames just before the stream (nearness [B,1,h,w], B cut flags) set the
+        smoothed range, without emitting them: a segment then continues the range its
+        predecessor ended with instead of starting from its own first frame."""
+        for cut, (lo, hi) in zip(cuts, _extremes(nearness)):
+            self._advance(lo, hi, cut)
+
+    def _advance(self, lo: float, hi: float, cut: bool) -> None:
+        if cut or self._ema is None:
+            self._scene += 1
+            self._ema = (lo, hi)
+        else:
+            d = self.decay
+            self._ema = (d * self._ema[0] + (1 - d) * lo, d * self._ema[1] + (1 - d) * hi)
+
     def _emit(self) -> tuple[torch.Tensor, Any]:
         head = self._pending[0]
         window = [p for p in list(self._pending)[: self.lookahead + 1] if p.scene == head.scene]
@@ -117,6 +130,11 @@ class EmaNormalizer:
             hi = self.decay * hi + (1 - self.decay) * p.hi
         self._pending.popleft()
         return apply_range(head.nearness, lo, hi), head.payload
+
+
+def _extremes(nearness: torch.Tensor) -> list[tuple[float, float]]:
+    """Per frame of [B,1,h,w], (min, max), read back from the device in one go."""
+    return list(zip(nearness.amin(dim=(1, 2, 3)).tolist(), nearness.amax(dim=(1, 2, 3)).tolist()))
 
 
 class SceneCutDetector:

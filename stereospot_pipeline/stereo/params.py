@@ -62,6 +62,9 @@ class StereoParams(BaseModel):
                              "depth range over time; 0 = per-frame min-max (flickers)")
     ema_lookahead: int = Field(30, ge=0, le=120, description="frames of look-ahead for the smoothing "
                                "(the converter holds this many frames back)")
+    temporal_smoothing: float = Field(0.8, ge=0.0, lt=1.0, description="per pixel, weight of the "
+                                      "previous frame's depth where the picture holds still (moving "
+                                      "content is not smoothed); removes depth shimmer; 0 = off")
     depth_model: str = Field("heuristic", description="'heuristic' (weight-free) or a Depth Anything name/dir")
     depth_short_side: int = Field(224, ge=56, le=1036, description="depth inference resolution (short side)")
     edge_dilation: int = Field(2, ge=0, le=8, description="grow near depth into the background at depth "
