@@ -59,20 +59,27 @@ def _pan(frames: int, h: int = 96, w: int = 128) -> np.ndarray:
 
 
 def seam_ratios(frames: int = 32, segments: int = 4) -> dict[str, float]:
-    """seam_ratio of a clip converted as independent segments (fresh converter each)."""
+    """seam_ratio of a clip converted as independent segments (fresh converter each): with the
+    per-segment range smoothing, started cold or after the renderer's lead-in, and with the
+    whole-video range."""
     clip = _pan(frames)
     estimator = HeuristicDepth()
     params = StereoParams(layout=Layout.DEPTH)
 
-    def ratio(depth_range) -> float:
-        depths = []
+    def ratio(depth_range, lead_in: bool = False) -> float:
+        depths, start = [], 0
         for part in np.array_split(clip, segments):
-            packed = StereoConverter(params, torch.device("cpu"), estimator, depth_range=depth_range)(part)
+            converter = StereoConverter(params, torch.device("cpu"), estimator, depth_range=depth_range)
+            if lead_in and start:
+                converter.warm_up(clip[max(0, start - LEAD_IN_FRAMES):start])
+            packed = converter(part)
             depths.append(torch.from_numpy(packed[..., clip.shape[2]:, 0]).float()[:, None] / 255)
+            start += len(part)
         return round(seam_ratio(depths), 3)
 
     whole_video = video_depth_range(iter(clip[::4]), estimator, torch.device("cpu"))
-    return {"without_range": ratio(None), "with_range": ratio(whole_video)}
+    return {"without_range": ratio(None), "without_range_with_lead_in": ratio(None, lead_in=True),
+            "with_range": ratio(whole_video)}
 
 
 def _recorded(frames: np.ndarray, params: StereoParams, depth_range, lead_in: np.ndarray | None = None) -> torch.Tensor:

@@ -88,6 +88,7 @@ def test_quality_benchmarks_meet_the_targets(tmp_path):
     assert full["forward_fill"] > full["backward"] > full["naive_backward"]
     assert warp["depth_res"]["forward_fill"] >= 21.0
     assert seams["with_range"] <= 1.5 < seams["without_range"]
+    assert seams["without_range_with_lead_in"] < seams["without_range"]
     # Real footage: the stabiliser at least halves depth shimmer where the picture is still, and
     # segments that start with the lead-in join without a step.
     for clip in result["real_clips"].values():
