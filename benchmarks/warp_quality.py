@@ -26,7 +26,7 @@ from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames,
 from stereospot_pipeline.stereo.depth import HeuristicDepth
 from stereospot_pipeline.stereo.normalize import seam_ratio
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
-from stereospot_pipeline.stereo.evaluation import DepthRecorder, at_depth_resolution, motorcycle_pair, psnr
+from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr, rendered_depth
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.stabilize import luma_at, still_flicker, still_pixels
 from stereospot_pipeline.stereo.warp import right_from_left_disparity, warp_plane
@@ -82,16 +82,6 @@ def seam_ratios(frames: int = 32, segments: int = 4) -> dict[str, float]:
             "with_range": ratio(whole_video)}
 
 
-def _recorded(frames: np.ndarray, params: StereoParams, depth_range, lead_in: np.ndarray | None = None) -> torch.Tensor:
-    """Depth [T,1,h,w] a fresh converter renders yuv420p ``frames`` with (after ``lead_in``)."""
-    recorder = DepthRecorder(params, torch.device("cpu"), HeuristicDepth(), depth_range=depth_range,
-                             pixel_format=PixelFormat.YUV420P)
-    if lead_in is not None and len(lead_in):
-        recorder.warm_up(lead_in)
-    recorder(frames)
-    return recorder.depth()
-
-
 def clip_stability(clip: Path, frames: int, segments: int = 3) -> dict:
     """On the first ``frames`` frames of a real clip, with its whole-clip depth range:
 
@@ -106,8 +96,8 @@ def clip_stability(clip: Path, frames: int, segments: int = 3) -> dict:
     on = StereoParams(layout=Layout.DEPTH)
     depth_range = video_depth_range(iter(yuv[::4]), HeuristicDepth(), torch.device("cpu"),
                                     pixel_format=PixelFormat.YUV420P)
-    depth = {"off": _recorded(yuv, on.model_copy(update={"temporal_smoothing": 0.0}), depth_range),
-             "on": _recorded(yuv, on, depth_range)}
+    depth = {"off": rendered_depth(yuv, on.model_copy(update={"temporal_smoothing": 0.0}), depth_range),
+             "on": rendered_depth(yuv, on, depth_range)}
     luma = luma_at(analysis_frames(torch.as_tensor(yuv), HeuristicDepth().short_side, PixelFormat.YUV420P),
                    tuple(depth["on"].shape[-2:]))
     px = on.divergence * max(h, w) / 200  # per-eye shift per unit of depth
@@ -122,7 +112,7 @@ def clip_stability(clip: Path, frames: int, segments: int = 3) -> dict:
                            "deviation": round(float(((depth["on"] - raw)[1:].abs() * px)[moving].mean()), 4)}
     bounds = np.linspace(0, len(yuv), segments + 1).astype(int)
     for warm in (False, True):
-        parts = [_recorded(yuv[a:b], on, depth_range, yuv[max(0, a - LEAD_IN_FRAMES):a] if warm else None)
+        parts = [rendered_depth(yuv[a:b], on, depth_range, yuv[max(0, a - LEAD_IN_FRAMES):a] if warm else None)
                  for a, b in zip(bounds, bounds[1:])]
         result["seam_ratio_" + ("with_lead_in" if warm else "without_lead_in")] = round(seam_ratio(parts), 3)
     return result

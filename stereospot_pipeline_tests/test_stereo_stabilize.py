@@ -16,7 +16,7 @@ from stereospot_pipeline.media.segment import plan_segments, split_video
 from stereospot_pipeline.render import LEAD_IN_FRAMES, render_segment
 from stereospot_pipeline.stereo.convert import video_depth_range
 from stereospot_pipeline.stereo.depth import HeuristicDepth
-from stereospot_pipeline.stereo.evaluation import DepthRecorder
+from stereospot_pipeline.stereo.evaluation import DepthRecorder, rendered_depth
 from stereospot_pipeline.stereo.normalize import EmaNormalizer, seam_ratio
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat
@@ -25,7 +25,7 @@ from stereospot_pipeline_tests.clips import make_clip
 
 
 def _scene(frames: int = 30, h: int = 32, w: int = 48) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A still picture with a bright square moving right 3 px a frame, and nearness that is
+    """A still picture with a bright square moving right 1 px a frame, and nearness that is
     steady plus per-frame noise everywhere (as an estimator's output wobbles) -> frames
     [T,3,h,w] 0..1, nearness [T,1,h,w], the square's mask [T,1,h,w]."""
     torch.manual_seed(0)
@@ -73,6 +73,9 @@ def test_a_cut_restarts_the_average_and_batches_do_not_matter():
         DepthStabilizer(1.0)
 
 
+_DEPTH_LAYOUT = StereoParams(layout=Layout.DEPTH)
+
+
 def _noisy_still_clip(frames: int = 36, h: int = 72, w: int = 96) -> np.ndarray:
     """A still photo with fresh sensor noise in every frame, uint8 [T,h*3/2,w] yuv420p."""
     rng = np.random.default_rng(0)
@@ -85,22 +88,13 @@ def _noisy_still_clip(frames: int = 36, h: int = 72, w: int = 96) -> np.ndarray:
     return np.stack(out)
 
 
-def _depth(frames: np.ndarray, depth_range, lead_in: np.ndarray | None = None, **params) -> torch.Tensor:
-    recorder = DepthRecorder(StereoParams(layout=Layout.DEPTH, **params), torch.device("cpu"), HeuristicDepth(),
-                             depth_range=depth_range, pixel_format=PixelFormat.YUV420P)
-    if lead_in is not None:
-        recorder.warm_up(lead_in)
-    recorder(frames)
-    return recorder.depth()
-
-
 def test_warm_up_on_the_frames_before_continues_the_stream_exactly():
     clip = _noisy_still_clip(20)
     depth_range = video_depth_range(iter(clip[::4]), HeuristicDepth(), torch.device("cpu"),
                                     pixel_format=PixelFormat.YUV420P)
-    continuous = _depth(clip, depth_range)
-    assert torch.equal(_depth(clip[8:], depth_range, lead_in=clip[:8]), continuous[8:])
-    assert not torch.equal(_depth(clip[8:], depth_range), continuous[8:])
+    continuous = rendered_depth(clip, _DEPTH_LAYOUT, depth_range)
+    assert torch.equal(rendered_depth(clip[8:], _DEPTH_LAYOUT, depth_range, lead_in=clip[:8]), continuous[8:])
+    assert not torch.equal(rendered_depth(clip[8:], _DEPTH_LAYOUT, depth_range), continuous[8:])
 
 
 def test_lead_in_keeps_segments_of_a_still_shot_seamless():
@@ -110,8 +104,8 @@ def test_lead_in_keeps_segments_of_a_still_shot_seamless():
     depth_range = video_depth_range(iter(clip[::4]), HeuristicDepth(), torch.device("cpu"),
                                     pixel_format=PixelFormat.YUV420P)
     bounds = [0, 12, 24, 36]
-    cold = [_depth(clip[a:b], depth_range) for a, b in zip(bounds, bounds[1:])]
-    warm = [_depth(clip[a:b], depth_range, lead_in=clip[max(0, a - 16):a] if a else None)
+    cold = [rendered_depth(clip[a:b], _DEPTH_LAYOUT, depth_range) for a, b in zip(bounds, bounds[1:])]
+    warm = [rendered_depth(clip[a:b], _DEPTH_LAYOUT, depth_range, lead_in=clip[max(0, a - LEAD_IN_FRAMES):a])
             for a, b in zip(bounds, bounds[1:])]
     assert seam_ratio(warm) <= 1.5 < seam_ratio(cold)
 

@@ -75,9 +75,10 @@ class StereoConverter:
 
     Streaming use: ``push(frames, payloads)`` returns the frames whose depth is final, which lag
     the input by up to ``params.ema_lookahead`` frames, each with its payload (e.g. timestamps);
-    ``flush()`` returns the rest at the end. ``warm_up(frames)`` first, with the frames just
-    before the stream (a segment's pre-roll), lets the temporal state continue from them. ``converter(frames)`` is push + flush in one call:
+    ``flush()`` returns the rest at the end. ``converter(frames)`` is push + flush in one call:
     every frame comes back at once, but look-ahead then sees only frames already given.
+    ``warm_up(frames)`` first, with the frames just before the stream (a segment's pre-roll),
+    lets the temporal state continue from them.
 
     With ``depth_range`` (from ``video_depth_range`` over the whole video) every frame is
     normalised with that one range: no lag, and independent segments join without depth jumps.

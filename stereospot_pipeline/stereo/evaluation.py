@@ -6,12 +6,16 @@ Shared by the quality benchmark and the tests, so both score the same thing the 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from stereospot_pipeline.stereo.convert import StereoConverter
+from stereospot_pipeline.stereo.depth import HeuristicDepth
 from stereospot_pipeline.stereo.depth_post import postprocess_depth
+from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.stereo.params import StereoParams
+from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.warp import fill_from_background
 
 BORDER = 32  # px excluded at every edge: the pair's borders have no valid correspondence
@@ -62,3 +66,15 @@ class DepthRecorder(StereoConverter):
     def depth(self) -> torch.Tensor:
         """All recorded depth, [T,1,h,w] in render order."""
         return torch.cat(self.depths)
+
+
+def rendered_depth(frames: np.ndarray, params: StereoParams, depth_range: DepthRange | None,
+                   lead_in: np.ndarray | None = None) -> torch.Tensor:
+    """The depth [T,1,h,w] a fresh CPU converter (weight-free estimator) renders the yuv420p
+    ``frames`` with, after warming up on ``lead_in`` (the frames before them) if given."""
+    recorder = DepthRecorder(params, torch.device("cpu"), HeuristicDepth(), depth_range=depth_range,
+                             pixel_format=PixelFormat.YUV420P)
+    if lead_in is not None and len(lead_in):
+        recorder.warm_up(lead_in)
+    recorder(frames)
+    return recorder.depth()
