@@ -83,7 +83,7 @@ def _unit_mean(x: torch.Tensor) -> torch.Tensor:
     return x / x.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
 
 
-def _luma(x: torch.Tensor) -> torch.Tensor:
+def rec601_luma(x: torch.Tensor) -> torch.Tensor:
     """[B,3,H,W] RGB -> [B,1,H,W] Rec.601 luma."""
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).contiguous()
 
@@ -94,7 +94,7 @@ def _opponent(x: torch.Tensor) -> torch.Tensor:
     Luma is halved so shading (one surface, lit unevenly) counts less than a change of colour.
     """
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    return torch.cat([0.5 * _luma(x), r - g, 0.5 * (r + g) - b], dim=1)
+    return torch.cat([0.5 * rec601_luma(x), r - g, 0.5 * (r + g) - b], dim=1)
 
 
 def _zscore(x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,7 @@ class HeuristicDepth:
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         x = resize_short_side(frames, self.short_side)
-        luma = _luma(x)
+        luma = rec601_luma(x)
         h, w = luma.shape[-2:]
         r = max(2, min(h, w) // 16)
 

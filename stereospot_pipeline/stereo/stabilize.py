@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from stereospot_pipeline.stereo.depth import box_blur
+from stereospot_pipeline.stereo.depth import box_blur, rec601_luma
 
 # Luma change (0..1, at depth resolution, 3x3-averaged) at which a pixel counts as moving. Frames
 # shrunk to depth resolution average away most noise: on real clips about 90% of a static
@@ -32,7 +32,7 @@ STILL_THRESHOLD = 4 / 255
 
 def luma_at(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """float RGB [B,3,H,W] 0..1 -> Rec.601 luma [B,1,*size] (area-averaged when shrinking)."""
-    luma = (0.299 * frames[:, 0:1] + 0.587 * frames[:, 1:2] + 0.114 * frames[:, 2:3])
+    luma = rec601_luma(frames)
     if tuple(luma.shape[-2:]) == tuple(size):
         return luma
     return F.interpolate(luma, size=size, mode="area")
@@ -62,9 +62,6 @@ class DepthStabilizer:
         self.threshold = threshold
         self._luma: torch.Tensor | None = None  # [1,1,h,w] of the last frame
         self._nearness: torch.Tensor | None = None  # its stabilised nearness
-
-    def reset(self) -> None:
-        self._luma = self._nearness = None
 
     def __call__(self, nearness: torch.Tensor, frames: torch.Tensor, cuts: Sequence[bool]) -> torch.Tensor:
         if self.strength == 0.0:
