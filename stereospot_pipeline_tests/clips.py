@@ -1,4 +1,4 @@
-"""Test clips: generated with the bundled ffmpeg, or real footage from the shared corpus."""
+"""Test clips: generated with the bundled ffmpeg, or real footage from the corpus (corpus/manifest.tsv)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import av
 import imageio_ffmpeg
 
+from stereospot_pipeline_tests.corpus.fetch import fetch
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "cockatoo.mp4"
-_FETCH = REPO.parent / "shared" / "media" / "fetch-real-clips.sh"
 
 
 def make_clip(path: Path, *, seconds: float = 2.0, fps: int = 10, size: str = "160x96", gop: int = 10,
@@ -28,9 +29,8 @@ def make_clip(path: Path, *, seconds: float = 2.0, fps: int = 10, size: str = "1
 
 
 def real_clips(dest: Path) -> dict[str, Path]:
-    """The shared real-world corpus (cached in ``dest``), by file name."""
-    out = subprocess.run(["bash", str(_FETCH), str(dest)], check=True, capture_output=True, text=True).stdout
-    return {Path(line).name: Path(line) for line in out.split()}
+    """The real-world corpus (cached in ``dest``), by file name."""
+    return fetch(dest)
 
 
 def decode_all(path: Path):
