@@ -136,6 +136,36 @@ def ui(port: int = typer.Option(3000, help="port on 127.0.0.1")) -> None:
 
 
 @app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every network the machine is on)"),
+    port: int = typer.Option(8080, help="TCP port"),
+) -> None:
+    """Serve the outbox read-only as a VR video library (DeoVR and HereSphere JSON, seeking)."""
+    from stereospot_pipeline.serve.server import make_server
+
+    settings = Settings()
+    outbox = settings.url(settings.outbox_url, "outbox")
+    if outbox.startswith("s3://"):
+        err.print(f"[red]error:[/] the outbox is {outbox}: `serve` shows a local outbox folder; "
+                  "players can stream S3 outputs from their presigned links in the UI")
+        raise typer.Exit(2)
+    root = Path(outbox)
+    root.mkdir(parents=True, exist_ok=True)
+    server = make_server(root, host, port)
+    base = f"http://{host if host not in ('0.0.0.0', '::') else '<this machine>'}:{server.server_address[1]}"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]serving {root} to the network on {host}[/] (read-only)")
+    out.print(f"serving {root}\n  browser: {base}/\n  DeoVR: {base}/deovr\n  HereSphere: {base}/heresphere")
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
 def report(
     out_dir: Path | None = typer.Option(None, "--out", help="folder for the CSV and charts "
                                         "[default: STEREOSPOT_HOME/report]"),
@@ -204,6 +234,11 @@ def models_pull(name: str = typer.Argument(..., help="a name from `stereospot mo
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     out.print(f"installed {name} in {target}")
+
+
+def _interrupt(*_) -> None:
+    """SIGTERM handler: stop like Ctrl-C does (service managers and `kill` send SIGTERM)."""
+    raise KeyboardInterrupt
 
 
 def _print_checks(result) -> None:

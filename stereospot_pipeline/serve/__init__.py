@@ -1,0 +1,1 @@
+"""The outbox as a VR video library over HTTP (``stereospot serve``)."""
