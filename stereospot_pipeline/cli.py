@@ -136,6 +136,46 @@ def ui(port: int = typer.Option(3000, help="port on 127.0.0.1")) -> None:
 
 
 @app.command()
+def preview(
+    input: Path = typer.Argument(..., help="video file to preview"),
+    at: str = typer.Option("10%,50%,90%", help="moments: percentages or times in seconds (1:30 = 90 s)"),
+    clip_seconds: float = typer.Option(5.0, help="length of the sample clip from the first moment (0: none)"),
+    out_dir: Path | None = typer.Option(None, "--out", help="folder for the previews "
+                                        "[default: STEREOSPOT_HOME/previews/<name>]"),
+    layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
+    divergence: float = typer.Option(2.0, help="stereo strength: max disparity in % of the frame"),
+    convergence: float = typer.Option(0.5, help="depth on the screen plane (0 far .. 1 near)"),
+    method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
+    depth_model: str = typer.Option("heuristic", help="'heuristic' or a Depth Anything name/folder"),
+) -> None:
+    """Stereo stills and a short sample clip with the chosen settings, in seconds: tune before a long job."""
+    from stereospot_pipeline.errors import StereospotError
+    from stereospot_pipeline.tuning import make_previews, parse_positions
+
+    if not input.is_file():
+        err.print(f"[red]error:[/] {input}: no such file")
+        raise typer.Exit(2)
+    try:
+        positions = parse_positions(at)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --at: {exc}")
+        raise typer.Exit(2) from exc
+    params = StereoParams(layout=layout, divergence=divergence, convergence=convergence, method=method,
+                          depth_model=depth_model)
+    folder = out_dir or Settings().resolved_home / "previews" / input.stem
+    started = time.perf_counter()
+    try:
+        previews = make_previews(input, params, positions, folder, clip_seconds)
+    except StereospotError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    for path in [*previews.stills, *([previews.clip] if previews.clip else [])]:
+        out.print(str(path.resolve()))
+    err.print(f"{len(previews.stills)} still(s){' and a sample clip' if previews.clip else ''} "
+              f"in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every network the machine is on)"),
     port: int = typer.Option(8080, help="TCP port"),
