@@ -66,6 +66,8 @@ class LibraryServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: LibraryServer
     server_version = "stereospot"
+    # Keep-alive: players issue many range requests while seeking.
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
         pass  # a headset polls the library; the CLI prints what it serves instead
