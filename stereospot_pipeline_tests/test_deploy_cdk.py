@@ -1,42 +1,22 @@
 """The AWS deployment (deploy/cdk and deploy/docker), checked offline.
 
-The CDK app is synthesised once for the module; assertions walk the CloudFormation template for
+The CDK app is synthesised once per session (support/cdk.py); assertions walk the CloudFormation template for
 the security and GPU properties the pipeline depends on, then cfn-lint checks the whole template.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-# jsii prints a large banner on node 20 unless told not to; it must be set before aws_cdk loads.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# First: support.cdk silences jsii's banner before aws_cdk loads.
+from stereospot_pipeline_tests.support.cdk import DEPLOY, TEST_CONTEXT, synthesized  # isort: skip
 
-import aws_cdk as cdk  # noqa: E402
-from aws_cdk.assertions import Match, Template  # noqa: E402
-from cfnlint.api import ManualArgs, lint_file  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy"
-CDK_DIR = DEPLOY / "cdk"
-sys.path.insert(0, str(CDK_DIR))
-
-from stereospot_cdk import build_app  # noqa: E402
-
-TEST_CONTEXT = {
-    "account": "111122223333",
-    "region": "us-west-2",
-    "availability_zones": "us-west-2a,us-west-2c",
-    "certificate_arn": "arn:aws:acm:us-west-2:111122223333:certificate/11111111-2222-3333-4444-555555555555",
-    "domain_name": "dagster.stereospot.test",
-    "image_tag": "test-1",
-}
+from aws_cdk.assertions import Match, Template
+from cfnlint.api import ManualArgs, lint_file
 
 # The zones are pinned on purpose (GPU instance types are not offered in every zone), so the
 # "avoid hardcoding availability zones" warning is the one rule skipped.
@@ -49,14 +29,9 @@ DAGSTER_SERVICE_COMMANDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    context = {**json.loads((CDK_DIR / "cdk.json").read_text())["context"], **TEST_CONTEXT}
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app = cdk.App(context=context, outdir=str(outdir))
-    _, main = build_app(app)
-    app.synth()
-    return Template.from_stack(main), outdir
+@pytest.fixture(scope="session")
+def synth():
+    return synthesized()
 
 
 @pytest.fixture(scope="module")
