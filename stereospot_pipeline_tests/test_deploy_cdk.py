@@ -338,6 +338,19 @@ def test_the_code_location_may_register_uploads_in_the_work_store(template, reso
     assert not allowed(names.resolve(statements), "s3:PutObject", f"arn:aws:s3:::{output}/outputs/a.mp4")
 
 
+def test_every_process_may_build_the_run_launcher(resources):
+    """Loading deploy/dagster.yaml builds the EcsRunLauncher (run monitoring asks it whether runs
+    resume), which describes the run task definition: a role without the call cannot start."""
+    names = Names(resources)
+    run_definition = names.ref(task_definition_id(resources, "run"))
+    roles = {_role_of(resources, marker) for marker in DAGSTER_SERVICE_COMMANDS.values()}
+    roles |= {next(iter(refs(task_definition(resources, f)["TaskRoleArn"]))) for f in ("run", "gpu-step")}
+    assert len(roles) == 4
+    for role in roles:
+        statements = names.resolve(statements_of_role(resources, role))
+        assert allowed(statements, "ecs:DescribeTaskDefinition", run_definition), role
+
+
 def test_run_monitoring_may_read_the_logs_of_failed_workers(resources):
     names = Names(resources)
     statements = names.resolve(statements_of_role(resources, _role_of(resources, "dagster-daemon")))
@@ -351,7 +364,7 @@ def test_run_monitoring_may_read_the_logs_of_failed_workers(resources):
 def test_only_run_workers_and_control_services_start_tasks(resources):
     gpu_role = next(iter(refs(task_definition(resources, "gpu-step")["TaskRoleArn"])))
     gpu_actions = {a for s in statements_of_role(resources, gpu_role) for a in as_list(s["Action"])}
-    assert not {a for a in gpu_actions if a.startswith(("ecs:", "iam:"))}
+    assert {a for a in gpu_actions if a.startswith(("ecs:", "iam:"))} == {"ecs:DescribeTaskDefinition"}
     run_role = next(iter(refs(task_definition(resources, "run")["TaskRoleArn"])))
     run_task = [
         s for s in statements_of_role(resources, run_role) if "ecs:RunTask" in as_list(s["Action"])

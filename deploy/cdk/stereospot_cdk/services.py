@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stereospot_cdk.network import Network
-from stereospot_cdk.permissions import grant_task_launch
+from stereospot_cdk.permissions import grant_instance_load, grant_task_launch
 from stereospot_cdk.storage import COMPUTE_LOGS_PREFIX, WORK_PREFIX, Buckets
 from stereospot_cdk.tasks import (
     ContainerEnvironment,
@@ -71,6 +71,7 @@ class DagsterServices(Construct):
         buckets.input.grant_read(self.code_role)
         buckets.output.grant_read_write(self.code_role, f"{WORK_PREFIX}*")
         buckets.output.grant_read_write(self.code_role, f"{COMPUTE_LOGS_PREFIX}/*")
+        grant_instance_load(self.code_role)
 
         code_host = f"{CODE_SERVER_DNS_NAME}.{cluster.default_cloud_map_namespace.namespace_name}"
         environment = environment.with_variables(

@@ -10,7 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stereospot_cdk.permissions import grant_task_launch
+from stereospot_cdk.permissions import grant_instance_load, grant_task_launch
 from stereospot_cdk.storage import Buckets
 
 # dagster_aws overrides this container's command for every run and step, and the ECS executor
@@ -78,6 +78,7 @@ class GpuStepTask(Construct):
         super().__init__(scope, construct_id)
         # GPU steps only convert segments; unlike run workers they never start other tasks.
         self.role = video_task_role(self, "Role", "stereospot GPU step tasks", buckets)
+        grant_instance_load(self.role)
         self.log_group = log_group(self, "Logs")
         self.definition = ecs.Ec2TaskDefinition(
             self,
