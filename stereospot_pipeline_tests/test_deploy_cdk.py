@@ -334,8 +334,9 @@ def test_the_code_location_may_register_uploads_in_the_work_store(template, reso
         ("s3:PutObject", f"arn:aws:s3:::{output}/dagster/compute-logs/sensor.out"),
     ]:
         assert allowed(names.resolve(statements), action, resource), (action, resource)
-    # Finished videos are the workers' to write.
+    # Finished videos are the workers' to write, and the code location deletes nothing.
     assert not allowed(names.resolve(statements), "s3:PutObject", f"arn:aws:s3:::{output}/outputs/a.mp4")
+    assert not allowed(names.resolve(statements), "s3:DeleteObject", f"arn:aws:s3:::{output}/work/registry/a.json")
 
 
 def test_every_process_may_build_the_run_launcher(resources):

@@ -69,8 +69,10 @@ class DagsterServices(Construct):
         # answers 403, not 404, so the grant covers listing too). Sensor logs go to S3.
         self.code_role = task_role(self, "CodeRole", "stereospot Dagster code location")
         buckets.input.grant_read(self.code_role)
-        buckets.output.grant_read_write(self.code_role, f"{WORK_PREFIX}*")
-        buckets.output.grant_read_write(self.code_role, f"{COMPUTE_LOGS_PREFIX}/*")
+        for prefix in (f"{WORK_PREFIX}*", f"{COMPUTE_LOGS_PREFIX}/*"):
+            # Reads and writes, never deletes.
+            buckets.output.grant_read(self.code_role, prefix)
+            buckets.output.grant_put(self.code_role, prefix)
         grant_instance_load(self.code_role)
 
         code_host = f"{CODE_SERVER_DNS_NAME}.{cluster.default_cloud_map_namespace.namespace_name}"
