@@ -10,7 +10,6 @@ import json
 import re
 
 import pytest
-import yaml
 
 # First: support.cdk silences jsii's banner before aws_cdk loads.
 from stereospot_pipeline_tests.support.cdk import DEPLOY, REPO, TEST_CONTEXT, synthesized  # isort: skip

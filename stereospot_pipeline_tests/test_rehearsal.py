@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import av
+import boto3
+import botocore.exceptions
 import psycopg2
 import pytest
 
@@ -115,7 +117,7 @@ def needed_by(kind: str) -> set[str]:
 
 def provided(definition: dict, names: Names) -> set[str]:
     (container,) = definition["ContainerDefinitions"]
-    _, image = image_for(container, names)
+    image = image_for(container, names)
     return ({item["Name"] for item in container.get("Environment", [])}
             | {item["Name"] for item in container.get("Secrets", [])} | set(image.env))
 
@@ -141,6 +143,67 @@ def test_task_definitions_set_no_variable_nothing_reads(template):
 
 
 # --- the rehearsal -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def deployment(template, tmp_path):
+    """The template's buckets, network and IAM users on an IAM-enforcing moto (no database)."""
+    with moto_server(tmp_path / "moto.log") as moto:
+        made = Deployment(template, tmp_path / "deployment", moto, pg_port=5432)
+        enforce_iam(moto)
+        yield made
+
+
+def _client(deployment: Deployment, service: str, kind: str, endpoint: str | None = None):
+    definition = _service(deployment, kind) if kind in SERVICES.values() else deployment.definitions[f"Stereospot-{kind}"]
+    key_id, secret = deployment.keys[next(iter(refs(definition["TaskRoleArn"])))]
+    return boto3.client(service, endpoint_url=endpoint or deployment.moto, region_name="us-west-2",
+                        aws_access_key_id=key_id, aws_secret_access_key=secret)
+
+
+def test_the_rehearsal_enforces_each_roles_s3_statements(deployment):
+    input_bucket, output_bucket = deployment.output("InputBucketName"), deployment.output("OutputBucketName")
+    code = _client(deployment, "s3", "code")
+    gpu = _client(deployment, "s3", "gpu-step")
+
+    def status(call, **kwargs) -> int:
+        try:
+            call(**kwargs)
+            return 200
+        except botocore.exceptions.ClientError as exc:
+            return int(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+
+    # A missing registry record is a 404 to the code location (it may list the bucket)...
+    assert status(code.head_object, Bucket=output_bucket, Key="work/registry/none.json") == 404
+    assert status(code.put_object, Bucket=output_bucket, Key="work/registry/a.json", Body=b"{}") == 200
+    # ...but it may not write outputs, and no worker may write uploads.
+    assert status(code.put_object, Bucket=output_bucket, Key="outputs/a.mp4", Body=b"") == 403
+    assert status(gpu.put_object, Bucket=input_bucket, Key="incoming/a.mp4", Body=b"") == 403
+    assert status(gpu.put_object, Bucket=output_bucket, Key="work/a.bin", Body=b"") == 200
+    assert len(denied_requests(deployment.root.parent / "moto.log")) == 2
+
+
+def test_the_rehearsal_ecs_refuses_what_ecs_refuses(deployment):
+    with EcsShim(deployment) as shim:
+        run = _client(deployment, "ecs", "run", shim.endpoint)
+        gpu = _client(deployment, "ecs", "gpu-step", shim.endpoint)
+        network = {"awsvpcConfiguration": {"subnets": deployment.private_subnets,
+                                           "securityGroups": [deployment.tasks_security_group]}}
+        provider = deployment.output("GpuCapacityProviderName")
+        gpu_definition = deployment.output("GpuTaskDefinitionArn")
+        base = {"cluster": deployment.cluster_arn, "taskDefinition": gpu_definition, "networkConfiguration": network}
+        with pytest.raises(run.exceptions.InvalidParameterException, match="both a launch type"):
+            run.run_task(**base, launchType="FARGATE", capacityProviderStrategy=[{"capacityProvider": provider}])
+        with pytest.raises(run.exceptions.InvalidParameterException, match="at most 8192"):
+            run.run_task(**base, capacityProviderStrategy=[{"capacityProvider": provider}], overrides={
+                "containerOverrides": [{"name": "run", "environment": [{"name": "X", "value": "x" * 9000}]}]})
+        with pytest.raises(run.exceptions.InvalidParameterException, match="private subnets"):
+            run.run_task(**{**base, "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-other"]}}},
+                         capacityProviderStrategy=[{"capacityProvider": provider}])
+        # GPU steps start nothing: their role may not.
+        with pytest.raises(gpu.exceptions.AccessDeniedException, match="ecs:RunTask"):
+            gpu.run_task(**base, capacityProviderStrategy=[{"capacityProvider": provider}])
+        assert not shim.tasks
 
 
 def _service(deployment: Deployment, kind: str) -> dict:

@@ -102,10 +102,10 @@ def image_of(dockerfile: Path) -> Image:
     return Image(env, workdir, cmd)
 
 
-def image_for(container: dict, names: Names) -> tuple[str, Image]:
+def image_for(container: dict, names: Names) -> Image:
+    """The image a container runs, read from the Dockerfile that builds its ECR repository."""
     uri = str(names.resolve(container["Image"]))
-    name = "Dockerfile.cuda" if "stereospot-cuda" in uri else "Dockerfile.cpu"
-    return uri, image_of(DEPLOY / "docker" / name)
+    return image_of(DEPLOY / "docker" / ("Dockerfile.cuda" if "stereospot-cuda" in uri else "Dockerfile.cpu"))
 
 
 # --- PostgreSQL with SSL only ------------------------------------------------------------------
@@ -225,7 +225,6 @@ class Task:
     subnet: str
     log: Path
     process: subprocess.Popen
-    env: dict[str, str] = field(repr=False, default_factory=dict)
     command: list[str] = field(default_factory=list)
     launched_by: str | None = None
     stopped_reason: str | None = None
@@ -452,7 +451,7 @@ class EcsShim:
         task_id = arn.rsplit("/", 1)[1]
         root = deployment.root / "tasks" / f"{definition['Family']}-{task_id[:8]}"
         remap = deployment.remap(root)
-        _, image = image_for(container, deployment.names)
+        image = image_for(container, deployment.names)
         env = {k: remap(v) for k, v in image.env.items()}
         env.update({k: remap(v) for k, v in container_environment(container, deployment.names).items()})
         env.update(deployment.secrets_of(definition))
@@ -489,7 +488,7 @@ class EcsShim:
                  "os.execvpe(sys.argv[1], sys.argv[1:], os.environ)", *command],
                 cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         task = Task(arn=arn, family=definition["Family"], definition=definition, cluster_arn=deployment.cluster_arn,
-                    launch=launch, eni=eni, subnet=subnet, log=log, process=process, env=env, command=command)
+                    launch=launch, eni=eni, subnet=subnet, log=log, process=process, command=command)
         with self._lock:
             self.tasks[task_id] = task
         return task
@@ -526,9 +525,9 @@ class Deployment:
         self.has_cuda = _has_cuda()
         resources = self.resources
         (database,) = of_type(resources, "AWS::RDS::DBInstance")
-        self._admin = boto3.session.Session(aws_access_key_id="setup", aws_secret_access_key="setup",
-                                            region_name=REGION)
-        ec2 = self._admin.client("ec2", endpoint_url=moto)
+        # Before IAM is enforced (enforce_iam): the account's setup, as CloudFormation would do it.
+        setup = boto3.session.Session(aws_access_key_id="setup", aws_secret_access_key="setup", region_name=REGION)
+        ec2 = setup.client("ec2", endpoint_url=moto)
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         given: dict = {(database, "Endpoint.Address"): "127.0.0.1", (database, "Endpoint.Port"): str(pg_port)}
         private = sorted(name for name, subnet in of_type(resources, "AWS::EC2::Subnet").items()
@@ -548,12 +547,12 @@ class Deployment:
         self.definitions = {family: {**props, "arn": self.names.ref(props["id"])}
                             for family, props in task_definitions(resources).items()}
         self.buckets = {logical_id: self.names.ref(logical_id) for logical_id in of_type(resources, "AWS::S3::Bucket")}
-        s3 = self._admin.client("s3", endpoint_url=moto)
+        s3 = setup.client("s3", endpoint_url=moto)
         for bucket in self.buckets.values():
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
 
         # One IAM user per role a task runs as, carrying exactly the role's statements.
-        iam = self._admin.client("iam", endpoint_url=moto)
+        iam = setup.client("iam", endpoint_url=moto)
         roles = {next(iter(refs(d["TaskRoleArn"]))) for d in self.definitions.values()}
         roles |= {next(iter(refs(d["ExecutionRoleArn"]))) for d in self.definitions.values()}
         self.statements: dict[str, list[dict]] = {}
@@ -579,7 +578,6 @@ class Deployment:
         self.operator = boto3.session.Session(aws_access_key_id=key["AccessKeyId"],
                                               aws_secret_access_key=key["SecretAccessKey"], region_name=REGION)
         self._ec2 = self.operator.client("ec2", endpoint_url=moto)
-        self._vpc = vpc
 
     def output(self, name: str) -> str:
         return str(self.names.resolve(self.template["Outputs"][name]["Value"]))
