@@ -4,7 +4,8 @@ The static check reads which variables each process of the deployment reads (dep
 deploy/workspace.yaml, the Settings fields and any STEREOSPOT_* variable the code reads directly)
 and asserts the task definition of that process (or its image) sets each one.
 
-The rehearsal starts the code location and the daemon from their task definitions, uploads a clip
+The rehearsal starts the three services from their task definitions (the code location until its
+own health check passes, the webserver until the load balancer's health check path answers), uploads a clip
 to the input bucket and waits for the stereo video in the output bucket: the S3 sensor registers
 it, the daemon's EcsRunLauncher starts a run worker through ECS RunTask, the run worker's ECS
 executor starts every step as a task of its own, GPU steps on the GPU task definition. What
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import av
@@ -39,7 +40,7 @@ from stereospot_pipeline_tests.support.rehearsal import (
     moto_server,
     ssl_postgres,
 )
-from stereospot_pipeline_tests.support.template import Names, refs, task_definitions
+from stereospot_pipeline_tests.support.template import Names, of_type, refs, task_definitions
 
 # Settings fields whose defaults are right in production too, each with the reason; any other
 # field must be set by every task definition whose process loads the definitions.
@@ -212,16 +213,29 @@ def _service(deployment: Deployment, kind: str) -> dict:
                     next(marker for marker, k in SERVICES.items() if k == kind)))
 
 
-def _wait_for_port(port: int, task: Task, seconds: float) -> None:
+def _wait_until(ready, task: Task, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if task.process.poll() is not None:
             pytest.fail(f"{task.family} exited {task.process.returncode}:\n{_tail(task)}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"{task.family} did not listen on {port} within {seconds}s:\n{_tail(task)}")
+        if ready():
+            return
+        time.sleep(1)
+    pytest.fail(f"{task.family}: {what} not within {seconds}s:\n{_tail(task)}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _alb_health_check(deployment: Deployment) -> tuple[int, str]:
+    """Port and path of the load balancer's health check of the webserver."""
+    (group,) = of_type(deployment.resources, "AWS::ElasticLoadBalancingV2::TargetGroup").values()
+    return group["Properties"]["Port"], group["Properties"]["HealthCheckPath"]
 
 
 def _tail(task: Task, chars: int = 6000) -> str:
@@ -270,9 +284,11 @@ def test_an_upload_is_converted_by_the_deployment_as_synthesized(template, tmp_p
         input_bucket, output_bucket = deployment.output("InputBucketName"), deployment.output("OutputBucketName")
         with EcsShim(deployment) as shim:
             code = shim.start(_service(deployment, "code"))
-            port = int(code.command[code.command.index("-p") + 1])
-            _wait_for_port(port, code, 180)
+            # Its own health check, as the ECS agent runs it, gates the others (as on ECS, where
+            # the webserver and daemon fail to load the location until it serves).
+            _wait_until(code.healthy, code, 180, "healthy")
             daemon = shim.start(_service(deployment, "daemon"))
+            webserver = shim.start(_service(deployment, "webserver"))
             s3.upload_file(str(clip), input_bucket, "incoming/holiday.mp4")
             uploaded = time.monotonic()
             outputs: list[str] = []
@@ -284,6 +300,8 @@ def test_an_upload_is_converted_by_the_deployment_as_synthesized(template, tmp_p
                 listed = s3.list_objects_v2(Bucket=output_bucket, Prefix="outputs/").get("Contents", [])
                 outputs = [o["Key"] for o in listed]
             converted = time.monotonic()
+            port, path = _alb_health_check(deployment)
+            _wait_until(lambda: _answers(f"http://127.0.0.1:{port}{path}"), webserver, 60, f"{path} answering")
             assert outputs, (f"no output after {WAIT_SECONDS}s\n--- daemon:\n{_tail(daemon)}\n--- code:\n"
                              f"{_tail(code, 3000)}")
             # Let the run worker record its end before the tasks are stopped.
@@ -292,7 +310,7 @@ def test_an_upload_is_converted_by_the_deployment_as_synthesized(template, tmp_p
                                                   if "execute_run" in t.command):
                 time.sleep(1)
             assert (problem := _problems(shim, moto_log, pg_port)) is None, problem
-            tasks = [t for t in shim.tasks.values() if t not in (code, daemon)]
+            tasks = [t for t in shim.tasks.values() if t not in (code, daemon, webserver)]
             runs = _runs(pg_port)
 
         result = tmp_path / "result.mp4"

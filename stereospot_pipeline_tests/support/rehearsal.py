@@ -225,6 +225,7 @@ class Task:
     subnet: str
     log: Path
     process: subprocess.Popen
+    env: dict[str, str] = field(repr=False, default_factory=dict)
     command: list[str] = field(default_factory=list)
     launched_by: str | None = None
     stopped_reason: str | None = None
@@ -232,6 +233,14 @@ class Task:
     @property
     def task_id(self) -> str:
         return self.arn.rsplit("/", 1)[1]
+
+    def healthy(self) -> bool:
+        """The task definition's container health check, run as the ECS agent runs it."""
+        check = self.definition["ContainerDefinitions"][0].get("HealthCheck")
+        assert check and check["Command"][0] == "CMD", f"{self.family} has no exec health check"
+        done = subprocess.run(check["Command"][1:], env=self.env, cwd=self.log.parent,
+                              capture_output=True, timeout=check.get("Timeout", 5) + 25)
+        return done.returncode == 0
 
     def describe(self) -> dict:
         code = self.process.poll()
@@ -488,7 +497,7 @@ class EcsShim:
                  "os.execvpe(sys.argv[1], sys.argv[1:], os.environ)", *command],
                 cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         task = Task(arn=arn, family=definition["Family"], definition=definition, cluster_arn=deployment.cluster_arn,
-                    launch=launch, eni=eni, subnet=subnet, log=log, process=process, command=command)
+                    launch=launch, eni=eni, subnet=subnet, log=log, process=process, env=env, command=command)
         with self._lock:
             self.tasks[task_id] = task
         return task
