@@ -206,13 +206,14 @@ def test_step_arguments_stay_within_the_ecs_overrides_limit_at_any_segment_count
     tags = gpu_op_tags(_ecs_settings(tmp_path))
     upstream_handler = EcsStepHandler(run_launcher=launcher, run_task_kwargs=None, cpu=None, memory=None,
                                       ephemeral_storage=None, task_overrides=None)
-    # Upstream puts the compressed arguments into the overrides: past the limit at 4,000 segments.
-    broken = _step_run_task_kwargs(upstream_handler, launcher, tags, segments=4000)
+    # Upstream puts the compressed arguments into the overrides: past the limit at 2,000 segments
+    # (5.6 hours at the default 10 s segments, inside the allowed video length).
+    broken = _step_run_task_kwargs(upstream_handler, launcher, tags, segments=2000)
     assert len(json.dumps(broken["overrides"])) > ECS_OVERRIDES_LIMIT
 
     handler = _production_handler(launcher)
     sizes = {}
-    for segments in (1, 4000):
+    for segments in (1, 2000):
         kwargs = _step_run_task_kwargs(handler, launcher, tags, segments=segments)
         sizes[segments] = len(json.dumps(kwargs["overrides"]))
         (container,) = kwargs["overrides"]["containerOverrides"]
@@ -223,7 +224,7 @@ def test_step_arguments_stay_within_the_ecs_overrides_limit_at_any_segment_count
         stored = S3ObjectStore.from_url(ECS_ENV["STEREOSPOT_STORE_URL"]).get_bytes(key).decode()
         assert stored == _step_args(segments).get_command_env()[0]["value"]
         assert key.startswith(f"dagster-step-args/{RUN_ID}/")
-    assert sizes[1] == sizes[4000] < ECS_OVERRIDES_LIMIT // 4
+    assert sizes[1] == sizes[2000] < ECS_OVERRIDES_LIMIT // 4
 
 
 def test_a_stored_step_runs_dagster_execute_step_with_its_arguments(fargate_run_worker, monkeypatch):
