@@ -300,10 +300,10 @@ def test_an_upload_is_converted_by_the_deployment_as_synthesized(template, tmp_p
                 listed = s3.list_objects_v2(Bucket=output_bucket, Prefix="outputs/").get("Contents", [])
                 outputs = [o["Key"] for o in listed]
             converted = time.monotonic()
-            port, path = _alb_health_check(deployment)
-            _wait_until(lambda: _answers(f"http://127.0.0.1:{port}{path}"), webserver, 60, f"{path} answering")
             assert outputs, (f"no output after {WAIT_SECONDS}s\n--- daemon:\n{_tail(daemon)}\n--- code:\n"
                              f"{_tail(code, 3000)}")
+            port, path = _alb_health_check(deployment)
+            _wait_until(lambda: _answers(f"http://127.0.0.1:{port}{path}"), webserver, 60, f"{path} answering")
             # Let the run worker record its end before the tasks are stopped.
             end = time.monotonic() + 60
             while time.monotonic() < end and any(t.process.poll() is None for t in shim.tasks.values()
