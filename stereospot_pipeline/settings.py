@@ -35,6 +35,7 @@ class Settings(BaseSettings):
         "local", description="local: steps in the run's process(es); ecs: each step its own ECS task")
     gpu_capacity_provider: str | None = Field(None, description="ECS capacity provider of GPU instances")
     gpu_task_definition: str | None = Field(None, description="ECS task definition of the GPU step")
+    gpu_subnets: str | None = Field(None, description="comma-separated subnets GPU steps may start in")
 
     @cached_property
     def resolved_home(self) -> Path:

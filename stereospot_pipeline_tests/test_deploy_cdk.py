@@ -1,42 +1,22 @@
 """The AWS deployment (deploy/cdk and deploy/docker), checked offline.
 
-The CDK app is synthesised once for the module; assertions walk the CloudFormation template for
+The CDK app is synthesised once per session (support/cdk.py); assertions walk the CloudFormation template for
 the security and GPU properties the pipeline depends on, then cfn-lint checks the whole template.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-# jsii prints a large banner on node 20 unless told not to; it must be set before aws_cdk loads.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# First: support.cdk silences jsii's banner before aws_cdk loads.
+from stereospot_pipeline_tests.support.cdk import DEPLOY, REPO, TEST_CONTEXT, synthesized  # isort: skip
+from stereospot_pipeline_tests.support.template import Names, allowed, as_list, of_type, refs, statements_of_role
 
-import aws_cdk as cdk  # noqa: E402
-from aws_cdk.assertions import Match, Template  # noqa: E402
-from cfnlint.api import ManualArgs, lint_file  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy"
-CDK_DIR = DEPLOY / "cdk"
-sys.path.insert(0, str(CDK_DIR))
-
-from stereospot_cdk import build_app  # noqa: E402
-
-TEST_CONTEXT = {
-    "account": "111122223333",
-    "region": "us-west-2",
-    "availability_zones": "us-west-2a,us-west-2c",
-    "certificate_arn": "arn:aws:acm:us-west-2:111122223333:certificate/11111111-2222-3333-4444-555555555555",
-    "domain_name": "dagster.stereospot.test",
-    "image_tag": "test-1",
-}
+from aws_cdk.assertions import Match, Template
+from cfnlint.api import ManualArgs, lint_file
 
 # The zones are pinned on purpose (GPU instance types are not offered in every zone), so the
 # "avoid hardcoding availability zones" warning is the one rule skipped.
@@ -49,14 +29,9 @@ DAGSTER_SERVICE_COMMANDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    context = {**json.loads((CDK_DIR / "cdk.json").read_text())["context"], **TEST_CONTEXT}
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app = cdk.App(context=context, outdir=str(outdir))
-    _, main = build_app(app)
-    app.synth()
-    return Template.from_stack(main), outdir
+@pytest.fixture(scope="session")
+def synth():
+    return synthesized()
 
 
 @pytest.fixture(scope="module")
@@ -67,26 +42,6 @@ def template(synth) -> Template:
 @pytest.fixture(scope="module")
 def resources(template) -> dict[str, dict]:
     return template.to_json()["Resources"]
-
-
-def of_type(resources: dict[str, dict], type_name: str) -> dict[str, dict]:
-    return {name: res for name, res in resources.items() if res["Type"] == type_name}
-
-
-def refs(value) -> set[str]:
-    """Logical ids a CloudFormation value refers to through Ref or Fn::GetAtt."""
-    found: set[str] = set()
-    if isinstance(value, dict):
-        if "Ref" in value:
-            found.add(value["Ref"])
-        if "Fn::GetAtt" in value:
-            found.add(value["Fn::GetAtt"][0])
-        for inner in value.values():
-            found |= refs(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            found |= refs(inner)
-    return found
 
 
 def task_definition(resources, family_suffix: str) -> dict:
@@ -117,20 +72,6 @@ def service_containers(resources) -> dict[str, dict]:
         (role,) = [role for role, marker in DAGSTER_SERVICE_COMMANDS.items() if marker in command]
         containers[role] = {"service": service["Properties"], "container": container}
     return containers
-
-
-def statements_of_role(resources, role_id: str) -> list[dict]:
-    statements = []
-    for policy in of_type(resources, "AWS::IAM::Policy").values():
-        if role_id in refs(policy["Properties"].get("Roles", [])):
-            statements += policy["Properties"]["PolicyDocument"]["Statement"]
-    for inline in resources[role_id]["Properties"].get("Policies", []):
-        statements += inline["PolicyDocument"]["Statement"]
-    return statements
-
-
-def as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
 
 
 # --- GPU -----------------------------------------------------------------------------------------
@@ -164,9 +105,45 @@ def test_gpu_capacity_provider_scales_from_zero(template, resources):
     data = launch_template["Properties"]["LaunchTemplateData"]
     assert re.fullmatch(r"g[56]\.\w+", data["InstanceType"])
     assert data["MetadataOptions"]["HttpTokens"] == "required"
-    # The AMI comes from the public SSM parameter for the ECS GPU-optimised Amazon Linux 2 image.
+    # The AMI comes from the public SSM parameter for the ECS GPU-optimised Amazon Linux 2023
+    # image (Amazon Linux 2's reaches end of life on 2026-06-30, with an older driver).
     (image_parameter,) = refs(data["ImageId"])
-    assert "amazon-linux-2/gpu" in template.to_json()["Parameters"][image_parameter]["Default"]
+    assert template.to_json()["Parameters"][image_parameter]["Default"] == (
+        "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id")
+
+
+def test_scale_in_never_picks_an_instance_running_a_gpu_step(resources):
+    ((_, asg),) = of_type(resources, "AWS::AutoScaling::AutoScalingGroup").items()
+    ((_, provider),) = of_type(resources, "AWS::ECS::CapacityProvider").items()
+    settings = provider["Properties"]["AutoScalingGroupProvider"]
+    assert settings["ManagedTerminationProtection"] == "ENABLED"
+    # ECS can only protect instances the group starts protected.
+    assert asg["Properties"]["NewInstancesProtectedFromScaleIn"] is True
+
+
+def test_run_and_gpu_task_definitions_keep_their_old_revisions(resources):
+    # Every change replaces a task definition; a replaced revision that CloudFormation deletes is
+    # deregistered, and in-flight runs launch their next steps from the revision they pinned.
+    for family in ("run", "gpu-step"):
+        resource = resources[task_definition_id(resources, family)]
+        assert resource.get("UpdateReplacePolicy") == "Retain", family
+        assert resource.get("DeletionPolicy") == "Retain", family
+
+
+def test_gpu_steps_may_start_in_every_private_subnet(resources):
+    private = sorted(
+        name for name, subnet in of_type(resources, "AWS::EC2::Subnet").items()
+        if {"Key": "aws-cdk:subnet-type", "Value": "Private"} in subnet["Properties"]["Tags"]
+    )
+    assert len(private) == len(TEST_CONTEXT["availability_zones"].split(","))
+    # The run worker builds the GPU op's tags from this (each process loads the definitions).
+    containers = [entry["container"] for entry in service_containers(resources).values()]
+    containers += task_definition(resources, "run")["ContainerDefinitions"]
+    containers += task_definition(resources, "gpu-step")["ContainerDefinitions"]
+    for container in containers:
+        env = {item["Name"]: item["Value"] for item in container["Environment"]}
+        joined = env["STEREOSPOT_GPU_SUBNETS"]["Fn::Join"]
+        assert joined[0] == "," and sorted(refs(joined[1])) == private
 
 
 def test_gpu_settings_reach_the_dagster_services_and_run_workers(resources):
@@ -176,8 +153,24 @@ def test_gpu_settings_reach_the_dagster_services_and_run_workers(resources):
     containers += task_definition(resources, "run")["ContainerDefinitions"]
     for container in containers:
         env = {item["Name"]: item["Value"] for item in container["Environment"]}
+        assert env["STEREOSPOT_EXECUTOR"] == "ecs"
         assert env["STEREOSPOT_GPU_CAPACITY_PROVIDER"] == {"Ref": provider_id}
+        # Revision-pinned: a run launches all its GPU steps from one revision.
         assert env["STEREOSPOT_GPU_TASK_DEFINITION"] == {"Ref": gpu_definition_id}
+
+
+def test_gpu_steps_load_the_same_production_definitions_as_the_run(resources):
+    """A GPU step worker builds the definitions again: without the executor settings it gets
+    in-process ones with the filesystem IO manager and cannot load the planner's S3 output."""
+    (gpu,) = task_definition(resources, "gpu-step")["ContainerDefinitions"]
+    (run,) = task_definition(resources, "run")["ContainerDefinitions"]
+    gpu_env = {item["Name"]: item["Value"] for item in gpu["Environment"]}
+    run_env = {item["Name"]: item["Value"] for item in run["Environment"]}
+    assert gpu_env["STEREOSPOT_EXECUTOR"] == "ecs"
+    assert gpu_env["STEREOSPOT_STORE_URL"] == run_env["STEREOSPOT_STORE_URL"]
+    assert gpu_env["STEREOSPOT_GPU_CAPACITY_PROVIDER"] == run_env["STEREOSPOT_GPU_CAPACITY_PROVIDER"]
+    # Its own ARN would be a self-reference; the step launches nothing, the family name serves.
+    assert gpu_env["STEREOSPOT_GPU_TASK_DEFINITION"] == "Stereospot-gpu-step"
 
 
 # --- Dagster services ----------------------------------------------------------------------------
@@ -200,17 +193,20 @@ def test_dagster_services_run_on_fargate_in_private_subnets(resources):
 
 
 def test_every_env_var_of_dagster_yaml_is_provided(resources):
-    config_text = (DEPLOY / "dagster.yaml").read_text() + (DEPLOY / "workspace.yaml").read_text()
-    needed = set(re.findall(r"\{env: (\w+)\}", config_text))
-    needed |= set(
-        yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["run_launcher"]["config"]["env_vars"]
-    )
-    assert needed
-    for role, entry in service_containers(resources).items():
-        container = entry["container"]
+    """Run workers and GPU steps load deploy/dagster.yaml too (the executor rebuilds the instance
+    in every task), so every process needs every variable it names."""
+    needed = set(re.findall(r"\{env: (\w+)\}", (DEPLOY / "dagster.yaml").read_text()))
+    assert "STEREOSPOT_RUN_TASK_DEFINITION" in needed
+    containers = {role: entry["container"] for role, entry in service_containers(resources).items()}
+    containers["run"] = task_definition(resources, "run")["ContainerDefinitions"][0]
+    containers["gpu-step"] = task_definition(resources, "gpu-step")["ContainerDefinitions"][0]
+    for role, container in containers.items():
         provided = {item["Name"] for item in container["Environment"]}
         provided |= {item["Name"] for item in container.get("Secrets", [])}
         assert needed <= provided, f"{role} lacks {sorted(needed - provided)}"
+    workspace = set(re.findall(r"\{env: (\w+)\}", (DEPLOY / "workspace.yaml").read_text()))
+    for role in ("webserver", "daemon"):
+        assert workspace <= {item["Name"] for item in containers[role]["Environment"]}, role
 
 
 def test_database_password_is_injected_from_secrets_manager(resources):
@@ -315,10 +311,60 @@ def test_workers_only_read_the_input_bucket(template, resources):
         assert actions <= {"s3:GetBucket*", "s3:GetObject*", "s3:List*"}, actions
 
 
+def _role_of(resources, container_marker: str) -> str:
+    for entry in service_containers(resources).values():
+        if container_marker in " ".join(entry["container"]["Command"]):
+            definition_id = next(iter(refs(entry["service"]["TaskDefinition"])))
+            return next(iter(refs(resources[definition_id]["Properties"]["TaskRoleArn"])))
+    raise KeyError(container_marker)
+
+
+def test_the_code_location_may_register_uploads_in_the_work_store(template, resources):
+    """The S3 sensor runs in the code location and records each upload under work/ in the output
+    bucket; without s3:ListBucket a HeadObject of a missing key answers 403, not 404."""
+    names = Names(resources)
+    outputs = template.to_json()["Outputs"]
+    output = names.resolve(outputs["OutputBucketName"]["Value"])
+    statements = statements_of_role(resources, _role_of(resources, "code-server"))
+    for action, resource in [
+        ("s3:GetObject", f"arn:aws:s3:::{output}/work/registry/clip-0123.json"),
+        ("s3:PutObject", f"arn:aws:s3:::{output}/work/registry/clip-0123.json"),
+        ("s3:ListBucket", f"arn:aws:s3:::{output}"),
+        ("s3:PutObject", f"arn:aws:s3:::{output}/dagster/compute-logs/sensor.out"),
+    ]:
+        assert allowed(names.resolve(statements), action, resource), (action, resource)
+    # Finished videos are the workers' to write, and the code location deletes nothing.
+    assert not allowed(names.resolve(statements), "s3:PutObject", f"arn:aws:s3:::{output}/outputs/a.mp4")
+    assert not allowed(names.resolve(statements), "s3:DeleteObject", f"arn:aws:s3:::{output}/work/registry/a.json")
+
+
+def test_every_process_may_build_the_run_launcher(resources):
+    """Loading deploy/dagster.yaml builds the EcsRunLauncher (run monitoring asks it whether runs
+    resume), which describes the run task definition: a role without the call cannot start."""
+    names = Names(resources)
+    run_definition = names.ref(task_definition_id(resources, "run"))
+    roles = {_role_of(resources, marker) for marker in DAGSTER_SERVICE_COMMANDS.values()}
+    roles |= {next(iter(refs(task_definition(resources, f)["TaskRoleArn"]))) for f in ("run", "gpu-step")}
+    assert len(roles) == 4
+    for role in roles:
+        statements = names.resolve(statements_of_role(resources, role))
+        assert allowed(statements, "ecs:DescribeTaskDefinition", run_definition), role
+
+
+def test_run_monitoring_may_read_the_logs_of_failed_workers(resources):
+    names = Names(resources)
+    statements = names.resolve(statements_of_role(resources, _role_of(resources, "dagster-daemon")))
+    for family in ("run", "gpu-step"):
+        (container,) = task_definition(resources, family)["ContainerDefinitions"]
+        group = names.resolve(container["LogConfiguration"]["Options"]["awslogs-group"])
+        stream = f"arn:aws:logs:{TEST_CONTEXT['region']}:{TEST_CONTEXT['account']}:log-group:{group}:log-stream:run/run/0123"
+        assert allowed(statements, "logs:GetLogEvents", stream), family
+
+
 def test_only_run_workers_and_control_services_start_tasks(resources):
     gpu_role = next(iter(refs(task_definition(resources, "gpu-step")["TaskRoleArn"])))
     gpu_actions = {a for s in statements_of_role(resources, gpu_role) for a in as_list(s["Action"])}
-    assert not {a for a in gpu_actions if a.startswith(("ecs:", "iam:"))}
+    assert {a for a in gpu_actions if a.startswith(("ecs:", "iam:"))} == {"ecs:DescribeTaskDefinition"}
     run_role = next(iter(refs(task_definition(resources, "run")["TaskRoleArn"])))
     run_task = [
         s for s in statements_of_role(resources, run_role) if "ecs:RunTask" in as_list(s["Action"])
@@ -481,6 +527,38 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root(name):
     env = " ".join(rest for kw, rest in final_stage if kw == "ENV")
     # The CDK services pass `-w <DAGSTER_HOME>/workspace.yaml`.
     assert "DAGSTER_HOME=/opt/dagster/dagster_home" in env
+
+
+def test_docker_build_context_leaves_out_local_state():
+    """Builds run from the repository root: without .dockerignore the context carries .venv,
+    the state folder (videos, the local instance) and the real-clip cache into every build."""
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for path in (".venv", ".stereospot", ".real-clips", ".git", ".bench", "cdk.out", "deploy/cdk/cdk.out"):
+        assert any(re.fullmatch(fnmatch_to_regex(pattern), path) for pattern in ignored), path
+    # ...but keeps what the Dockerfiles copy.
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        for keyword, rest in dockerfile_instructions(name):
+            if keyword == "COPY" and not rest.startswith("--from"):
+                for source in rest.split()[:-1]:
+                    assert not any(re.fullmatch(fnmatch_to_regex(p), source) for p in ignored), source
+
+
+def fnmatch_to_regex(pattern: str) -> str:
+    """A .dockerignore pattern as a regex: ``**`` spans folders, ``*`` and ``?`` stay in one."""
+    out, i, pattern = [], 0, pattern.strip("/")
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        out.append({"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i])))
+        i += 1
+    return "".join(out)
 
 
 def test_cuda_image_installs_a_cuda_torch_build():

@@ -23,11 +23,16 @@ from dagster_aws.ecs import EcsRunLauncher, ecs_executor
 from dagster_aws.ecs.executor import EcsStepHandler
 from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
+from stereospot_pipeline.defs.resources import make_store
+from stereospot_pipeline.defs.step_args import STEP_ARGS_ENV, store_step_args
 from stereospot_pipeline.settings import Settings
+from stereospot_pipeline.storage import ObjectStore
 from stereospot_pipeline.storage.s3 import S3_MAX_ATTEMPTS, split_s3_url
 
 INERT_GPU_TAGS = {"stereospot/step": "gpu"}
 GPU_CONTAINER_OVERRIDES = {"resourceRequirements": [{"type": "GPU", "value": "1"}]}
+# Comma-separated subnets a tagged step may start in, replacing the launching task's own subnet.
+SUBNETS_TAG = "stereospot/subnets"
 
 
 def gpu_op_tags(settings: Settings) -> dict[str, str]:
@@ -37,7 +42,7 @@ def gpu_op_tags(settings: Settings) -> dict[str, str]:
     if not (settings.gpu_capacity_provider and settings.gpu_task_definition):
         raise ValueError("STEREOSPOT_EXECUTOR=ecs needs STEREOSPOT_GPU_CAPACITY_PROVIDER and "
                          "STEREOSPOT_GPU_TASK_DEFINITION (set by the deploy/cdk stack)")
-    return {
+    tags = {
         **INERT_GPU_TAGS,
         "ecs/container_overrides": json.dumps(GPU_CONTAINER_OVERRIDES),
         "ecs/run_task_kwargs": json.dumps({
@@ -45,17 +50,41 @@ def gpu_op_tags(settings: Settings) -> dict[str, str]:
             "taskDefinition": settings.gpu_task_definition,
         }),
     }
+    if settings.gpu_subnets:
+        tags[SUBNETS_TAG] = settings.gpu_subnets
+    return tags
 
 
-class CapacityProviderEcsStepHandler(EcsStepHandler):
-    """dagster-aws 0.29.27 copies ``launchType: FARGATE`` from the run's own task into every step
-    and keeps it when a step's tags add a ``capacityProviderStrategy``; ECS rejects RunTask calls
-    with both, so the launch type goes whenever a strategy is given."""
+class StereospotEcsStepHandler(EcsStepHandler):
+    """dagster-aws 0.29.27's step handler with three changes to the RunTask call of each step:
 
-    def _get_run_task_kwargs(self, *args, **kwargs):
-        run_task_kwargs = super()._get_run_task_kwargs(*args, **kwargs)
+    - it copies ``launchType: FARGATE`` from the run's own task and keeps it when a step's tags
+      add a ``capacityProviderStrategy``; ECS rejects RunTask calls with both, so the launch
+      type goes whenever a strategy is given;
+    - a step tagged with ``stereospot/subnets`` may start in any of those subnets (GPU instances
+      come up in every private subnet), not only in the run worker's own;
+    - the step's arguments travel through the work store (see step_args.py), so the overrides
+      stay far below ECS's 8,192 characters whatever the segment count.
+    """
+
+    def __init__(self, *args, store: ObjectStore, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._store = store
+
+    def _get_run_task_kwargs(self, run, args, step_key, step_tags, *rest, **kwargs):
+        run_task_kwargs = super()._get_run_task_kwargs(run, args, step_key, step_tags, *rest, **kwargs)
         if run_task_kwargs.get("capacityProviderStrategy"):
-            return {k: v for k, v in run_task_kwargs.items() if k != "launchType"}
+            run_task_kwargs = {k: v for k, v in run_task_kwargs.items() if k != "launchType"}
+        if subnets := step_tags.get(SUBNETS_TAG):
+            network = run_task_kwargs.get("networkConfiguration") or {}
+            vpc = {**network.get("awsvpcConfiguration", {}), "subnets": subnets.split(",")}
+            run_task_kwargs["networkConfiguration"] = {**network, "awsvpcConfiguration": vpc}
+        for container in run_task_kwargs["overrides"]["containerOverrides"]:
+            environment = container.get("environment", [])
+            payload = [item["value"] for item in environment if item["name"] == STEP_ARGS_ENV]
+            if payload:
+                container["command"] = store_step_args(self._store, run.run_id, payload[0])
+                container["environment"] = [item for item in environment if item["name"] != STEP_ARGS_ENV]
         return run_task_kwargs
 
 
@@ -66,14 +95,16 @@ def stereospot_ecs_executor(init_context: InitExecutorContext) -> StepDelegating
     check.invariant(isinstance(init_context.instance.run_launcher, EcsRunLauncher),
                     "the ECS executor needs runs launched by the EcsRunLauncher (deploy/dagster.yaml)")
     config = init_context.executor_config
+    settings = Settings()
     return StepDelegatingExecutor(
-        CapacityProviderEcsStepHandler(
+        StereospotEcsStepHandler(
             run_launcher=init_context.instance.run_launcher,
             run_task_kwargs=config.get("run_task_kwargs"),
             cpu=config.get("cpu"),
             memory=config.get("memory"),
             ephemeral_storage=config.get("ephemeral_storage"),
             task_overrides=config.get("task_overrides"),
+            store=make_store(settings.url(settings.store_url, "store"), settings),
         ),
         retries=RetryMode.from_config(config["retries"]),
         max_concurrent=config.get("max_concurrent"),

@@ -35,7 +35,9 @@ class GpuCapacity(Construct):
             vpc_subnets=network.private_subnets,
             security_group=security_group,
             instance_type=ec2.InstanceType(instance_type),
-            machine_image=ecs.EcsOptimizedImage.amazon_linux2(ecs.AmiHardwareType.GPU),
+            # Amazon Linux 2 reaches end of life on 2026-06-30 and its GPU image carries an older
+            # driver than the CUDA 12.8 worker image expects.
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
             min_capacity=0,
             max_capacity=max_instances,
             require_imdsv2=True,
@@ -62,9 +64,9 @@ class GpuCapacity(Construct):
             # them again when idle, so an idle stack pays for no GPU.
             enable_managed_scaling=True,
             target_capacity_percent=100,
-            # Termination protection would require scale-in protection on every new instance and
-            # keep idle instances alive while ECS drains them; steps are retried instead.
-            enable_managed_termination_protection=False,
+            # Scale-in must never pick an instance with a GPU step on it (a step can run for
+            # hours); ECS protects busy instances and lifts protection from idle ones.
+            enable_managed_termination_protection=True,
             # ECS drains instances itself; without this CDK adds a Lambda-based drain hook.
             enable_managed_draining=True,
         )

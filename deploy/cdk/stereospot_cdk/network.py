@@ -30,6 +30,9 @@ class Network(Construct):
         # Video bytes go to S3 through the gateway endpoint instead of paying NAT data charges.
         self.vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3)
         self.private_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        self.private_subnet_ids = self.vpc.select_subnets(
+            subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS
+        ).subnet_ids
         # Every Dagster task (services, run workers, CPU and GPU steps) shares one group: the ECS
         # launcher and executor copy the launching task's groups onto the tasks they start.
         self.tasks_sg = ec2.SecurityGroup(

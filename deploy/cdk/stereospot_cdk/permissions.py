@@ -12,6 +12,16 @@ def task_definition_family_arn(scope: cdk.Stack, family: str) -> str:
     return scope.format_arn(service="ecs", resource="task-definition", resource_name=f"{family}:*")
 
 
+def grant_instance_load(role: iam.IRole) -> None:
+    """Every process that loads deploy/dagster.yaml builds its EcsRunLauncher (run monitoring asks
+    it whether runs can resume), and the launcher describes the run task definition at once:
+    without this a code location or GPU step fails before it starts. The call supports no
+    resource-level permissions and is read-only."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["ecs:DescribeTaskDefinition"], resources=["*"])
+    )
+
+
 def grant_task_launch(
     role: iam.IRole,
     *,

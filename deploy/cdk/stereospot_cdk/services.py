@@ -9,9 +9,16 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stereospot_cdk.network import Network
-from stereospot_cdk.permissions import grant_task_launch
-from stereospot_cdk.storage import COMPUTE_LOGS_PREFIX, Buckets
-from stereospot_cdk.tasks import ContainerEnvironment, RunWorkerTask, log_driver, task_role
+from stereospot_cdk.permissions import grant_instance_load, grant_task_launch
+from stereospot_cdk.storage import COMPUTE_LOGS_PREFIX, WORK_PREFIX, Buckets
+from stereospot_cdk.tasks import (
+    ContainerEnvironment,
+    GpuStepTask,
+    RunWorkerTask,
+    log_driver,
+    log_group,
+    task_role,
+)
 
 WEBSERVER_PORT = 3000
 CODE_SERVER_PORT = 4000
@@ -34,6 +41,7 @@ class DagsterServices(Construct):
         execution_role: iam.IRole,
         buckets: Buckets,
         run_worker: RunWorkerTask,
+        gpu_step: GpuStepTask,
     ) -> None:
         super().__init__(scope, construct_id)
         self._network = network
@@ -53,9 +61,19 @@ class DagsterServices(Construct):
             passable_roles=[run_worker.role, execution_role],
         )
         buckets.output.grant_read(self.control_role, f"{COMPUTE_LOGS_PREFIX}/*")
-        # The S3 sensor runs inside the code location and only lists and inspects uploads.
+        # Run monitoring quotes the last lines of a failed worker's log in the run's failure.
+        for group in (run_worker.log_group, gpu_step.log_group):
+            group.grant(self.control_role, "logs:GetLogEvents")
+        # The S3 sensor runs inside the code location: it lists and inspects uploads and
+        # registers each one in the work store (a HeadObject there without s3:ListBucket
+        # answers 403, not 404, so the grant covers listing too). Sensor logs go to S3.
         self.code_role = task_role(self, "CodeRole", "stereospot Dagster code location")
         buckets.input.grant_read(self.code_role)
+        for prefix in (f"{WORK_PREFIX}*", f"{COMPUTE_LOGS_PREFIX}/*"):
+            # Reads and writes, never deletes.
+            buckets.output.grant_read(self.code_role, prefix)
+            buckets.output.grant_put(self.code_role, prefix)
+        grant_instance_load(self.code_role)
 
         code_host = f"{CODE_SERVER_DNS_NAME}.{cluster.default_cloud_map_namespace.namespace_name}"
         environment = environment.with_variables(
@@ -128,7 +146,7 @@ class DagsterServices(Construct):
             command=command,
             environment=environment.variables,
             secrets=environment.secrets,
-            logging=log_driver(self, f"{construct_id}Logs", construct_id.lower()),
+            logging=log_driver(log_group(self, f"{construct_id}Logs"), construct_id.lower()),
             health_check=health_check,
         )
         if port is not None:

@@ -56,30 +56,46 @@ class StereospotStack(cdk.Stack):
         execution_role = iam.Role(
             self, "TaskExecutionRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
         )
-        environment = self._environment(buckets, database)
-
+        # Every process that loads deploy/dagster.yaml (services, run workers, GPU steps) needs
+        # each variable it names, and every step worker needs the run's executor settings to
+        # load the same definitions (in-process ones would look for op outputs on local disk).
+        environment = self._environment(buckets, database).with_variables(
+            STEREOSPOT_EXECUTOR="ecs",
+            STEREOSPOT_GPU_CAPACITY_PROVIDER=gpu.capacity_provider.capacity_provider_name,
+            # GPU instances start in any private subnet; a step confined to the launching
+            # task's subnet could not use an instance the group started in another zone.
+            STEREOSPOT_GPU_SUBNETS=cdk.Fn.join(",", network.private_subnet_ids),
+        )
+        run_family = family_name(self, "run")
+        gpu_family = family_name(self, "gpu-step")
         gpu_step = GpuStepTask(
             self,
             "GpuStep",
-            family=family_name(self, "gpu-step"),
+            family=gpu_family,
             image=cuda_image,
-            environment=environment,
+            # A task definition cannot name its own ARN, and the run and GPU definitions
+            # cannot name each other's (a cycle): where the process only needs a valid value
+            # (it launches nothing of that kind), the family name stands in.
+            environment=environment.with_variables(
+                STEREOSPOT_GPU_TASK_DEFINITION=gpu_family,
+                STEREOSPOT_RUN_TASK_DEFINITION=run_family,
+            ),
             execution_role=execution_role,
             buckets=buckets,
         )
-        # The code location reads these when it builds the GPU op's ECS tags; "ecs" makes every
-        # step its own ECS task instead of running inside the run worker.
+        # The revision-pinned ARN: a run keeps starting its GPU steps from the revision it was
+        # launched with, across deploys (old revisions are kept).
         environment = environment.with_variables(
-            STEREOSPOT_EXECUTOR="ecs",
-            STEREOSPOT_GPU_CAPACITY_PROVIDER=gpu.capacity_provider.capacity_provider_name,
             STEREOSPOT_GPU_TASK_DEFINITION=gpu_step.definition.task_definition_arn,
         )
         run_worker = RunWorkerTask(
             self,
             "RunWorker",
-            family=family_name(self, "run"),
+            family=run_family,
             image=cpu_image,
-            environment=environment,
+            # CPU steps start from the run worker's own task definition revision (dagster-aws
+            # reads it from the task), so this only has to load the instance.
+            environment=environment.with_variables(STEREOSPOT_RUN_TASK_DEFINITION=run_family),
             execution_role=execution_role,
             buckets=buckets,
             cluster=cluster,
@@ -95,6 +111,7 @@ class StereospotStack(cdk.Stack):
             execution_role=execution_role,
             buckets=buckets,
             run_worker=run_worker,
+            gpu_step=gpu_step,
         )
         ingress = AuthenticatedIngress(
             self,
@@ -129,6 +146,7 @@ class StereospotStack(cdk.Stack):
         return ContainerEnvironment(
             variables={
                 "DAGSTER_PG_HOST": database.instance.db_instance_endpoint_address,
+                "DAGSTER_PG_PORT": database.instance.db_instance_endpoint_port,
                 "DAGSTER_PG_DB": DB_NAME,
                 "DAGSTER_COMPUTE_LOGS_BUCKET": output,
                 "DAGSTER_COMPUTE_LOGS_PREFIX": COMPUTE_LOGS_PREFIX,

@@ -10,7 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stereospot_cdk.permissions import grant_task_launch
+from stereospot_cdk.permissions import grant_instance_load, grant_task_launch
 from stereospot_cdk.storage import Buckets
 
 # dagster_aws overrides this container's command for every run and step, and the ECS executor
@@ -46,9 +46,19 @@ def video_task_role(scope: Construct, construct_id: str, description: str, bucke
     return role
 
 
-def log_driver(scope: Construct, construct_id: str, stream_prefix: str) -> ecs.LogDriver:
-    group = logs.LogGroup(scope, construct_id, retention=LOG_RETENTION)
+def log_group(scope: Construct, construct_id: str) -> logs.LogGroup:
+    return logs.LogGroup(scope, construct_id, retention=LOG_RETENTION)
+
+
+def log_driver(group: logs.ILogGroup, stream_prefix: str) -> ecs.LogDriver:
     return ecs.LogDrivers.aws_logs(stream_prefix=stream_prefix, log_group=group)
+
+
+def keep_old_revisions(definition: ecs.TaskDefinition) -> None:
+    """A task definition change is a replacement, and CloudFormation deregisters the replaced
+    revision; in-flight runs still start steps from the revision ARN they were launched with
+    (their own, and STEREOSPOT_GPU_TASK_DEFINITION), so old revisions stay registered."""
+    definition.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
 
 
 class GpuStepTask(Construct):
@@ -68,6 +78,8 @@ class GpuStepTask(Construct):
         super().__init__(scope, construct_id)
         # GPU steps only convert segments; unlike run workers they never start other tasks.
         self.role = video_task_role(self, "Role", "stereospot GPU step tasks", buckets)
+        grant_instance_load(self.role)
+        self.log_group = log_group(self, "Logs")
         self.definition = ecs.Ec2TaskDefinition(
             self,
             "Definition",
@@ -86,8 +98,9 @@ class GpuStepTask(Construct):
             memory_reservation_mib=12288,
             environment={**environment.variables, "STEREOSPOT_DEVICE": "cuda"},
             secrets=environment.secrets,
-            logging=log_driver(self, "Logs", "gpu"),
+            logging=log_driver(self.log_group, "gpu"),
         )
+        keep_old_revisions(self.definition)
 
 
 class RunWorkerTask(Construct):
@@ -108,6 +121,7 @@ class RunWorkerTask(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.role = video_task_role(self, "Role", "stereospot run workers and CPU steps", buckets)
+        self.log_group = log_group(self, "Logs")
         # The run worker hosts the ECS executor, which starts one task per step.
         grant_task_launch(
             self.role,
@@ -131,8 +145,9 @@ class RunWorkerTask(Construct):
             image=image,
             environment={**environment.variables, "STEREOSPOT_DEVICE": "cpu"},
             secrets=environment.secrets,
-            logging=log_driver(self, "Logs", "run"),
+            logging=log_driver(self.log_group, "run"),
         )
+        keep_old_revisions(self.definition)
 
 
 def family_name(stack: cdk.Stack, suffix: str) -> str:
