@@ -63,7 +63,8 @@ def convert(
     divergence: float = typer.Option(2.0, help="stereo strength: max disparity in % of the frame"),
     convergence: float = typer.Option(0.5, help="depth on the screen plane (0 far .. 1 near)"),
     method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
-    depth_model: str = typer.Option("heuristic", help="'heuristic' or a Depth Anything name/folder"),
+    depth_model: str = typer.Option("auto", help="'auto' (best installed learned model, else 'heuristic'), "
+                                    "'heuristic', a name from `stereospot models list`, or a model folder"),
     segment_seconds: float = typer.Option(10.0, help="target segment length in seconds"),
 ) -> None:
     """Convert INPUT to stereo 3D; the run is recorded in the local Dagster instance."""
@@ -180,26 +181,32 @@ def models_list() -> None:
     """Named depth models with their licences and whether their weights are installed here."""
     from rich.table import Table
 
-    from stereospot_pipeline.stereo.models import list_models, models_dir
+    from stereospot_pipeline.stereo.models import choose_model, list_models, models_dir
 
     table = Table(title=f"Depth models (local folder: {models_dir()})")
-    for column in ("name", "weights", "licence", "parameters", "installed"):
+    for column in ("name", "weights", "licence", "parameters", "output", "installed"):
         table.add_column(column)
-    table.add_row("heuristic", "none (built in)", "Apache-2.0", "0", "yes")
-    for name, repo, licence, params, installed in list_models():
-        table.add_row(name, repo, licence, params, "yes" if installed else "no")
+    table.add_row("heuristic", "none (built in)", "Apache-2.0", "0", "relative nearness", "yes")
+    for name, repo, licence, params, kind, installed in list_models():
+        table.add_row(name, repo, licence, params, kind, "yes" if installed else "no")
     out.print(table)
+    out.print(f"--depth-model auto uses: {choose_model('auto').describe()}")
 
 
 @models_app.command("pull")
 def models_pull(name: str = typer.Argument(..., help="a name from `stereospot models list`"),
                 dest: Path | None = typer.Option(None, help="folder to put the weights in")) -> None:
     """Download a depth model's weights (needs network access to the Hugging Face Hub)."""
+    from huggingface_hub.utils import enable_progress_bars
+    from tqdm.auto import tqdm
+
     from stereospot_pipeline.errors import StereospotError
     from stereospot_pipeline.stereo.models import pull_model
 
+    # Byte-level bars per file from huggingface_hub, and one bar over the files.
+    enable_progress_bars()
     try:
-        target = pull_model(name, dest)
+        target = pull_model(name, dest, progress=tqdm)
     except StereospotError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc

@@ -24,7 +24,7 @@ from stereospot_pipeline.stereo.normalize import (
     SceneCutDetector,
     robust_range,
 )
-from stereospot_pipeline.stereo.params import Layout, StereoParams
+from stereospot_pipeline.stereo.params import CPU_DEPTH_SHORT_SIDE, Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.stabilize import DepthStabilizer
 from stereospot_pipeline.stereo.warp import eye_offsets, eye_shift, warp_planes
@@ -94,7 +94,8 @@ class StereoConverter:
         self.estimator = with_flip_tta(estimator, params.flip_tta)
         # Frames are shrunk once, straight to the size the estimator works at.
         working = getattr(estimator, "short_side", None)
-        self.analysis_side = min(params.depth_short_side, working) if working else params.depth_short_side
+        requested = params.depth_short_side or working or CPU_DEPTH_SHORT_SIDE
+        self.analysis_side = min(requested, working) if working else requested
         self.normalizer: Normalizer = (FixedNormalizer(depth_range) if depth_range is not None
                                        else EmaNormalizer(params.ema_decay, params.ema_lookahead))
         self.stabilizer = DepthStabilizer(params.temporal_smoothing)
@@ -239,7 +240,7 @@ def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,
     (``StereoConverter.estimator``: flip TTA included).
     """
     device = device or pick_device()
-    short_side = short_side or getattr(estimator, "short_side", None) or 224
+    short_side = short_side or getattr(estimator, "short_side", None) or CPU_DEPTH_SHORT_SIDE
 
     def nearness() -> Iterator[torch.Tensor]:
         it = iter(frames)

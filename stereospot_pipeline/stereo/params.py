@@ -8,6 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+AUTO = "auto"
+# Depth inference resolution (short side) on a CPU; on CUDA each model runs at its own.
+CPU_DEPTH_SHORT_SIDE = 224
+
+
 class Layout(str, Enum):
     FULL_SBS = "full-sbs"
     HALF_SBS = "half-sbs"
@@ -65,8 +70,12 @@ class StereoParams(BaseModel):
     temporal_smoothing: float = Field(0.8, ge=0.0, lt=1.0, description="per pixel, weight of the "
                                       "previous frame's depth where the picture holds still (moving "
                                       "content is not smoothed); removes depth shimmer; 0 = off")
-    depth_model: str = Field("heuristic", description="'heuristic' (weight-free) or a Depth Anything name/dir")
-    depth_short_side: int = Field(224, ge=56, le=1036, description="depth inference resolution (short side)")
+    depth_model: str = Field(AUTO, description="'auto' (the best installed learned model, else the "
+                             "weight-free 'heuristic'), 'heuristic', a name from `stereospot models "
+                             "list` or a folder written by save_pretrained")
+    depth_short_side: int | None = Field(None, ge=56, le=1536, description="depth inference resolution "
+                                         "(short side); default: the model's own on CUDA (392 for Depth "
+                                         f"Anything), {CPU_DEPTH_SHORT_SIDE} on CPU")
     edge_dilation: int = Field(2, ge=0, le=8, description="grow near depth into the background at depth "
                                "edges: this many px along x, half as many along y (at depth resolution)")
     flip_tta: bool = Field(False, description="average depth with that of the mirrored frame (2x depth cost)")
