@@ -25,8 +25,15 @@ from stereospot_pipeline.render import LEAD_IN_FRAMES
 from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
 from stereospot_pipeline.stereo.depth import HeuristicDepth
 from stereospot_pipeline.stereo.normalize import seam_ratio
-from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
-from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr, rendered_depth
+from stereospot_pipeline.stereo.params import CPU_DEPTH_SHORT_SIDE, Layout, StereoParams, WarpMethod
+from stereospot_pipeline.stereo.evaluation import (
+    at_depth_resolution,
+    disoccluded_band,
+    motorcycle_pair,
+    psnr,
+    rendered_depth,
+    row_repeat_view,
+)
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.stabilize import luma_at, still_flicker, still_pixels
 from stereospot_pipeline.stereo.warp import right_from_left_disparity, warp_plane
@@ -36,13 +43,21 @@ from stereospot_pipeline_tests.clips import REPO, real_clips
 def warp_psnr() -> dict[str, dict[str, float]]:
     """dB PSNR of the right view synthesised from the left view + ground-truth disparity of
     scikit-image's motorcycle pair, borders of 32 px excluded: with the disparity at full
-    resolution, and at the depth model's default resolution (what the converter does)."""
+    resolution, and at the depth model's default CPU resolution (what the converter does); on
+    the whole image and on the disoccluded band only (``band_*``: the pixels the right view sees
+    and the left hides, plus 3 px, where view synthesis must invent content).
+    ``forward_fill_row_repeat`` is forward_fill without the inpainting (holes repeat their
+    background-side neighbour along the row), the fill before it."""
     left, right, disparity = motorcycle_pair()
-    grids = {"full_res": disparity, "depth_res": at_depth_resolution(disparity, StereoParams().depth_short_side)}
+    band = disoccluded_band(disparity)
+    grids = {"full_res": disparity, "depth_res": at_depth_resolution(disparity, CPU_DEPTH_SHORT_SIDE)}
     scores: dict[str, dict[str, float]] = {}
     for grid, d in grids.items():
-        for method in WarpMethod:
-            scores.setdefault(grid, {})[method.value] = round(psnr(right_from_left_disparity(left, d, method), right), 2)
+        views = {m.value: right_from_left_disparity(left, d, m) for m in WarpMethod}
+        views["forward_fill_row_repeat"] = row_repeat_view(left, d)
+        for name, view in views.items():
+            scores.setdefault(grid, {})[name] = round(psnr(view, right), 2)
+            scores.setdefault(f"band_{grid}", {})[name] = round(psnr(view, right, mask=band), 2)
     # The textbook baseline under the same measure: read the left view at x + d(x) with the
     # left view's own disparity, unknown disparity taken as 0.
     naive = warp_plane(left, torch.where(disparity.isfinite(), disparity, 0.0), left.shape[-1])

@@ -81,6 +81,9 @@ def convert(
         raise typer.Exit(2)
     params = StereoParams(layout=layout, divergence=divergence, convergence=convergence, method=method,
                           depth_model=depth_model)
+    from stereospot_pipeline.stereo.models import choose_model
+
+    out.print(choose_model(depth_model).describe())
     settings = Settings()
     instance = open_instance(settings)
     resources = build_resources(settings)

@@ -87,6 +87,9 @@ def test_quality_benchmarks_meet_the_targets(tmp_path):
     assert full["forward_fill"] >= 21.0
     assert full["forward_fill"] > full["backward"] > full["naive_backward"]
     assert warp["depth_res"]["forward_fill"] >= 21.0
+    # Where the view was hidden (the disoccluded band), inpainting beats repeating the row.
+    band = warp["band_full_res"]
+    assert band["forward_fill"] >= band["forward_fill_row_repeat"] + 1.5 > band["backward"] + 1.5
     assert seams["with_range"] <= 1.5 < seams["without_range"]
     assert seams["without_range_with_lead_in"] < seams["without_range"]
     # Real footage: the stabiliser at least halves depth shimmer where the picture is still, and

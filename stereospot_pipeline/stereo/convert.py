@@ -27,7 +27,7 @@ from stereospot_pipeline.stereo.normalize import (
 from stereospot_pipeline.stereo.params import CPU_DEPTH_SHORT_SIDE, Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.stabilize import DepthStabilizer
-from stereospot_pipeline.stereo.warp import eye_offsets, eye_shift, warp_planes
+from stereospot_pipeline.stereo.warp import Reads, eye_offsets, eye_shift, render_planes
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -189,7 +189,8 @@ class StereoConverter:
                     frame_slot.copy_(src)
                     depth_slot.copy_(g)
                 continue
-            offsets = [None if o is None else o[i:i + 1] for o in batch_offsets]
+            offsets = [None if r is None else Reads(*(None if t is None else t[i:i + 1] for t in r))
+                       for r in batch_offsets]
             slots = [eye_slots(dst, p.layout) for dst in target]
             if slots[0] is not None:
                 for eye, offset in enumerate(offsets):
@@ -198,9 +199,9 @@ class StereoConverter:
                         for src, view in zip(source, views):
                             view.copy_(src)
                     else:
-                        warp_planes(source, offset, w, outs=views)
+                        render_planes(source, offset, w, outs=views)
                 continue
-            left, right = (source if o is None else warp_planes(source, o, w) for o in offsets)
+            left, right = (source if o is None else render_planes(source, o, w) for o in offsets)
             if mixes_colours(p.layout) and fmt is not PixelFormat.RGB24:
                 packed = planes.from_rgb(compose(planes.to_rgb(left, fmt), planes.to_rgb(right, fmt), p.layout), fmt)
             else:

@@ -185,6 +185,11 @@ class DepthChoice:
         return line + (f"; {self.hint}" if self.hint else "")
 
 
+def upgrade_hint(model: str) -> str | None:
+    """For a conversion that used the weight-free estimator: the command that installs a learned one."""
+    return f"no learned depth model installed; for better depth run `{PULL_HINT}`" if model.startswith("heuristic") else None
+
+
 def choose_model(requested: str) -> DepthChoice:
     """``depth_model`` -> the concrete model a conversion uses. "auto" takes the first installed
     model of ``AUTO_ORDER``, else the weight-free estimator with the command that installs a
@@ -194,8 +199,7 @@ def choose_model(requested: str) -> DepthChoice:
     for name in AUTO_ORDER:
         if is_installed(name):
             return DepthChoice(AUTO, name)
-    return DepthChoice(AUTO, "heuristic",
-                       hint=f"no learned depth model installed; for better depth run `{PULL_HINT}`")
+    return DepthChoice(AUTO, "heuristic", hint=upgrade_hint("heuristic"))
 
 
 def list_models() -> list[tuple[str, str, str, str, str, bool]]:

@@ -35,13 +35,14 @@ from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.render import RenderResult, render_segment, whole_video_depth_range
 from stereospot_pipeline.media.segment import SegmentPlan
 from stereospot_pipeline.stereo.convert import StereoConverter, pick_device
+from stereospot_pipeline.stereo.models import choose_model, upgrade_hint
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
-ENGINE_VERSION = "5"  # bump whenever the engine renders different pixels: cached segments are keyed on it
+ENGINE_VERSION = "6"  # bump whenever the engine renders different pixels: cached segments are keyed on it
 
 # Production routes this op to GPU capacity through the ECS executor; locally the tags are inert.
 GPU_OP_TAGS = gpu_op_tags(Settings())
@@ -89,6 +90,10 @@ def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, stor
     plan = store.get_json(keys.segment_plan(key))
     sha = store.get_json(registry_key(key))["sha256"]
     params = StereoParams.model_validate(config.model_dump())
+    # "auto" is resolved once, here: every segment (and the cache key) then names the same model.
+    choice = choose_model(params.depth_model)
+    context.log.info(choice.describe())
+    params = params.model_copy(update={"depth_model": choice.model})
     depth_range = _whole_video_depth_range(context, store, engine, params, sha) if config.seam_free else None
     fingerprint = hashlib.sha256(
         f"{sha}|{plan['plan_id']}|{params.fingerprint()}|{json.dumps(depth_range, sort_keys=True)}|"
@@ -170,6 +175,7 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "convergence": MetadataValue.float(params.convergence),
         "method": params.method.value,
         "depth_model": params.depth_model,
+        **({"depth_model_hint": hint} if (hint := upgrade_hint(params.depth_model)) else {}),
         # The one nearness range every segment was normalised with (seam-free), or why there is none.
         "whole_video_depth_range": MetadataValue.json(
             results[0].get("depth_range") or {"none": "seam_free is off: each segment smooths its own range"}),

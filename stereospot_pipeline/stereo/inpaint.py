@@ -1,0 +1,130 @@
+"""Disocclusion holes filled from the background side, smoothly.
+
+A forward warp leaves holes where the synthesised view sees what the source hides. The warp
+first fills each hole by repeating its background-side neighbour along the row (``warp.py``),
+which streaks: every row of the hole repeats one pixel. Here the hole pixels are then replaced by
+normalised box averages (coarse to fine) over the hole and the background around it, never the
+foreground beside it: pixels whose depth key lies in the nearer part of the keys nearby
+(``_BACKGROUND_SHARE``) are left out. The unseen background is best guessed by its smooth continuation.
+
+The averages are smooth by construction, so they are computed on the depth grid (the view
+shrunk to it) and only pasted into the hole pixels at full resolution: a few plane-sized passes
+(shrink, enlarge, masked copy) per plane, whatever the radii.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stereospot_pipeline.stereo.depth import box_blur
+from stereospot_pipeline.stereo.depth_post import _max_filter
+
+# Box radii of the passes, as fractions of the grid's width: coarse first (a smooth base over
+# the whole hole), then finer (near the hole's border its own neighbours dominate); two boxes of
+# one radius make a tent, smoother than one. Tuned on the motorcycle pair's disoccluded band.
+_RADII = (0.03, 0.03, 0.02, 0.02, 0.012, 0.012, 0.006, 0.006, 0.003)
+# A pixel counts as background when its depth key lies in this share of the window's key range
+# nearest the farthest key: a hole opens where the key jumps, so the split falls between the
+# surfaces on either side of it, whatever the divergence.
+_BACKGROUND_SHARE = 0.5
+
+
+def background_average(image: torch.Tensor, holes: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """image [B,C,h,w] float on the depth grid, holes [B,1,h,w] bool, key [B,1,h,w] -> the
+    image with its hole pixels replaced by the coarse-to-fine background average. float32 on the
+    CPU runs in OpenCV (a pass over the whole grid costs about what one tensor op's overhead
+    does); anything else (CUDA, float64) in tensor ops, the same arithmetic."""
+    radii = [max(1, round(f * holes.shape[-1])) for f in _RADII]
+    if image.device.type == "cpu" and image.dtype == torch.float32:
+        out = [_background_average_cv(i.permute(1, 2, 0).numpy(), h[0].numpy(), k[0].float().numpy(), radii)
+               for i, h, k in zip(image, holes, key)]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+    weights = {}
+    for r in dict.fromkeys(radii):
+        far = -_max_filter(_max_filter(-key, r, -1), r, -2)
+        near = _max_filter(_max_filter(key, r, -1), r, -2)
+        weights[r] = ((key <= far + _BACKGROUND_SHARE * (near - far)) | holes).to(image.dtype)
+    for r in radii:
+        sums = box_blur(torch.cat([image * weights[r], weights[r]], dim=1), r)
+        image = torch.where(holes, sums[:, :-1] / sums[:, -1:].clamp_min(1e-6), image)
+    return image
+
+
+def _background_average_cv(image: np.ndarray, holes: np.ndarray, key: np.ndarray, radii: list[int]) -> np.ndarray:
+    """``background_average`` of one [h,w,C] float32 image, holes and key [h,w]. Only the hole
+    pixels change, so each pass writes just those (index arrays): whole-grid numpy arithmetic
+    would cost more than the blurs. The weight rides along as the last channel: one blur each."""
+    image = np.array(image, dtype=np.float32, order="C").reshape(*holes.shape, -1)
+    channels = image.shape[-1]
+    inside = np.nonzero(holes)
+    weights = {}
+    for r in dict.fromkeys(radii):
+        window = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+        far = cv2.erode(key, window, borderType=cv2.BORDER_REPLICATE)
+        near = cv2.dilate(key, window, borderType=cv2.BORDER_REPLICATE)
+        weights[r] = ((key <= far + _BACKGROUND_SHARE * (near - far)) | holes).astype(np.float32)
+    for r in radii:
+        weight = weights[r]
+        stacked = cv2.merge([*cv2.split(cv2.multiply(image, cv2.merge([weight] * channels))), weight]
+                            if channels > 1 else [cv2.multiply(image[..., 0], weight), weight])
+        sums = cv2.blur(stacked, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REPLICATE)[inside]
+        image[inside] = sums[:, :-1] / np.maximum(sums[:, -1:], 1e-6)
+    return image
+
+
+def fill_holes(planes: list[torch.Tensor], holes: torch.Tensor, key: torch.Tensor) -> None:
+    """In place: the hole pixels of each plane [B,C,Hp,Wp] (uint8 or float, views allowed) of
+    one view replaced by the background average. holes [B,1,h,w] bool and key [B,1,h,w] (depth
+    of what each target shows, larger = nearer, grid pixels) on the depth grid. The planes are
+    averaged together (one set of weights, one blur per pass for all their channels)."""
+    if not bool(holes.any()):
+        return
+    grid = tuple(holes.shape[-2:])
+    small = [_shrink(p, grid) for p in planes]
+    filled = background_average(torch.cat(small, dim=1), holes, key.float())
+    masks: dict[tuple[int, int], torch.Tensor] = {}
+    for plane, part in zip(planes, filled.split([s.shape[1] for s in small], dim=1)):
+        size = tuple(plane.shape[-2:])
+        if size not in masks:
+            # Every plane pixel a hole of the grid touches: grid edges are only known to a cell.
+            masks[size] = _enlarge(holes.to(torch.uint8) * 255, size) > 2
+        values = _enlarge(part, size)
+        if not plane.dtype.is_floating_point:
+            values = values.round_().clamp_(0, torch.iinfo(plane.dtype).max)
+        _paste(plane, values.to(plane.dtype), masks[size])
+
+
+def _cpu_ok(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.uint8, torch.float32)
+
+
+def _shrink(plane: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """[B,C,Hp,Wp] -> [B,C,h,w] float32, bilinear (OpenCV on the CPU, in the plane's dtype: a
+    uint8 plane's result is rounded, never converted whole to float). Not an area average: the
+    background average that follows smooths far more."""
+    if not _cpu_ok(plane):
+        return F.interpolate(plane.float(), size=grid, mode="bilinear", align_corners=False)
+    out = [cv2.resize(np.ascontiguousarray(item.permute(1, 2, 0).numpy()), grid[::-1], interpolation=cv2.INTER_LINEAR)
+           for item in plane]
+    return torch.from_numpy(np.stack(out).reshape(plane.shape[0], *grid, -1)).permute(0, 3, 1, 2).float()
+
+
+def _enlarge(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[B,C,h,w] -> [B,C,Hp,Wp] bilinear, of x's dtype (OpenCV on the CPU)."""
+    if not _cpu_ok(x):
+        return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
+    out = [cv2.resize(np.ascontiguousarray(item.permute(1, 2, 0).numpy()), size[::-1], interpolation=cv2.INTER_LINEAR)
+           for item in x]
+    return torch.from_numpy(np.stack(out).reshape(x.shape[0], *size, -1)).permute(0, 3, 1, 2)
+
+
+def _paste(plane: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> None:
+    """plane[mask] = values, in place ([B,C,Hp,Wp], mask [B,1,Hp,Wp])."""
+    if plane.device.type == "cpu":
+        for dst, src, m in zip(plane, values, mask):
+            np.copyto(dst.permute(1, 2, 0).numpy(), src.permute(1, 2, 0).numpy(), where=m[0].numpy()[..., None])
+        return
+    plane.copy_(torch.where(mask, values.to(plane.dtype), plane))
