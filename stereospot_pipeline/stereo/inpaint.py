@@ -8,11 +8,14 @@ foreground beside it: pixels whose depth key lies in the nearer part of the keys
 (``_BACKGROUND_SHARE``) are left out. The unseen background is best guessed by its smooth continuation.
 
 The averages are smooth by construction, so they are computed on the depth grid (the view
-shrunk to it) and only pasted into the hole pixels at full resolution: a few plane-sized passes
-(shrink, enlarge, masked copy) per plane, whatever the radii.
+shrunk to it) and only pasted into the hole pixels at full resolution: a few passes over the
+holes' surroundings (shrink, enlarge, masked copy) per plane, whatever the radii. At the default
+strength on real footage holes are rare and narrow, and the cost follows them.
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -32,12 +35,18 @@ _RADII = (0.03, 0.03, 0.02, 0.02, 0.012, 0.012, 0.006, 0.006, 0.003)
 _BACKGROUND_SHARE = 0.5
 
 
-def background_average(image: torch.Tensor, holes: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    """image [B,C,h,w] float on the depth grid, holes [B,1,h,w] bool, key [B,1,h,w] -> the
-    image with its hole pixels replaced by the coarse-to-fine background average. float32 on the
-    CPU runs in OpenCV (a pass over the whole grid costs about what one tensor op's overhead
-    does); anything else (CUDA, float64) in tensor ops, the same arithmetic."""
-    radii = [max(1, round(f * holes.shape[-1])) for f in _RADII]
+def _radii(grid_width: int) -> list[int]:
+    return [max(1, round(f * grid_width)) for f in _RADII]
+
+
+def background_average(image: torch.Tensor, holes: torch.Tensor, key: torch.Tensor,
+                       grid_width: int | None = None) -> torch.Tensor:
+    """image [B,C,h,w] float on the depth grid (or a crop of it from a grid ``grid_width``
+    wide), holes [B,1,h,w] bool, key [B,1,h,w] -> the image with its hole pixels replaced by the
+    coarse-to-fine background average. float32 on the CPU runs in OpenCV (a pass over the whole
+    grid costs about what one tensor op's overhead does); anything else (CUDA, float64) in
+    tensor ops, the same arithmetic."""
+    radii = _radii(grid_width or holes.shape[-1])
     if image.device.type == "cpu" and image.dtype == torch.float32:
         out = [_background_average_cv(i.permute(1, 2, 0).numpy(), h[0].numpy(), k[0].float().numpy(), radii)
                for i, h, k in zip(image, holes, key)]
@@ -80,21 +89,34 @@ def fill_holes(planes: list[torch.Tensor], holes: torch.Tensor, key: torch.Tenso
     one view replaced by the background average. holes [B,1,h,w] bool and key [B,1,h,w] (depth
     of what each target shows, larger = nearer, grid pixels) on the depth grid. The planes are
     averaged together (one set of weights, one blur per pass for all their channels)."""
-    if not bool(holes.any()):
+    flat = holes.any(dim=0)[0]
+    rows, cols = flat.any(dim=1).nonzero(), flat.any(dim=0).nonzero()
+    if rows.numel() == 0:
         return
-    grid = tuple(holes.shape[-2:])
-    small = [_shrink(p, grid) for p in planes]
-    filled = background_average(torch.cat(small, dim=1), holes, key.float())
+    # Only the holes' surroundings are read: a pass reads its radius around a hole, its weights
+    # the keys within that radius again.
+    h, w = flat.shape
+    margin = 2 * max(_radii(w))
+    y0, y1 = max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)
+    x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + 1 + margin)
+    holes, key = holes[..., y0:y1, x0:x1], key[..., y0:y1, x0:x1].float()
+    regions = []
+    for plane in planes:
+        hp, wp = plane.shape[-2:]
+        sy, sx = hp / h, wp / w
+        regions.append(plane[..., int(y0 * sy):min(hp, math.ceil(y1 * sy)), int(x0 * sx):min(wp, math.ceil(x1 * sx))])
+    small = [_shrink(r, (y1 - y0, x1 - x0)) for r in regions]
+    filled = background_average(torch.cat(small, dim=1), holes, key, grid_width=w)
     masks: dict[tuple[int, int], torch.Tensor] = {}
-    for plane, part in zip(planes, filled.split([s.shape[1] for s in small], dim=1)):
-        size = tuple(plane.shape[-2:])
+    for region, part in zip(regions, filled.split([s.shape[1] for s in small], dim=1)):
+        size = tuple(region.shape[-2:])
         if size not in masks:
             # Every plane pixel a hole of the grid touches: grid edges are only known to a cell.
             masks[size] = _enlarge(holes.to(torch.uint8) * 255, size) > 2
         values = _enlarge(part, size)
-        if not plane.dtype.is_floating_point:
-            values = values.round_().clamp_(0, torch.iinfo(plane.dtype).max)
-        _paste(plane, values.to(plane.dtype), masks[size])
+        if not region.dtype.is_floating_point:
+            values = values.round_().clamp_(0, torch.iinfo(region.dtype).max)
+        _paste(region, values.to(region.dtype), masks[size])
 
 
 def _cpu_ok(t: torch.Tensor) -> bool:
