@@ -24,7 +24,8 @@ from stereospot_pipeline.stereo.normalize import (
     SceneCutDetector,
     robust_range,
 )
-from stereospot_pipeline.stereo.params import CPU_DEPTH_SHORT_SIDE, Layout, StereoParams
+from stereospot_pipeline.stereo.comfort import ComfortController
+from stereospot_pipeline.stereo.params import AUTO, CPU_DEPTH_SHORT_SIDE, Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.stabilize import DepthStabilizer
 from stereospot_pipeline.stereo.warp import Reads, eye_offsets, eye_shift, render_planes
@@ -102,6 +103,7 @@ class StereoConverter:
         self.stats = DepthStats(extra={"scene_cuts": 0})
         self._cuts = SceneCutDetector()
         self._packed_shape = planes.frame_shape(0, 0, self.pixel_format)
+        self._comfort: ComfortController | None = None
 
     @torch.inference_mode()
     def warm_up(self, frames: np.ndarray) -> None:
@@ -129,7 +131,7 @@ class StereoConverter:
         self._packed_shape = self._packed_frame_shape(h, w)
         payloads = [None] * len(frames) if payloads is None else list(payloads)
         nearness = self.stabilizer(self.estimator(x), x, cuts)
-        return self._render(self.normalizer.push(nearness, list(zip(pixels, payloads)), cuts))
+        return self._render(self.normalizer.push(nearness, list(zip(pixels, cuts, payloads)), cuts))
 
     @torch.inference_mode()
     def flush(self) -> tuple[np.ndarray, list]:
@@ -152,18 +154,19 @@ class StereoConverter:
         for start in range(0, len(ready), step):
             chunk = ready[start:start + step]
             depth = torch.stack([d for d, _ in chunk])
-            pixels = torch.stack([p for _, (p, _) in chunk])
-            packed.append(self.pack(pixels, depth))
-            payloads.extend(payload for _, (_, payload) in chunk)
+            pixels = torch.stack([p for _, (p, _, _) in chunk])
+            packed.append(self.pack(pixels, depth, [cut for _, (_, cut, _) in chunk]))
+            payloads.extend(payload for _, (_, _, payload) in chunk)
         if not packed:
             return np.zeros((0, *self._packed_shape), np.uint8), []
         return (packed[0] if len(packed) == 1 else np.concatenate(packed)), payloads
 
     @torch.inference_mode()
-    def pack(self, pixels: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
+    def pack(self, pixels: torch.Tensor, depth: torch.Tensor, cuts: Sequence[bool] | None = None) -> np.ndarray:
         """frames [B,...] in ``pixel_format``, their normalised depth [B,1,h,w] 0..1 at the
-        estimator's resolution -> the packed frames [B,...] (numpy, same format): everything
-        ``push`` does after the depth is final (post-processing, warps, layout, statistics).
+        estimator's resolution, B scene-cut flags -> the packed frames [B,...] (numpy, same
+        format): everything ``push`` does after the depth is final (post-processing, automatic
+        comfort, warps, layout, statistics).
 
         The frames stay uint8 throughout and are read at full resolution only by the warp, whose
         read positions are found on the depth's grid once per eye and then serve every plane.
@@ -174,10 +177,16 @@ class StereoConverter:
         b = pixels.shape[0]
         h, w = planes.frame_size(pixels, fmt)
         depth = postprocess_depth(depth, p.edge_dilation, p.foreground_scale)
+        strength = None
+        if AUTO in (p.divergence, p.convergence):
+            if self._comfort is None:
+                self._comfort = ComfortController(p, (h, w))
+            strength = self._comfort(depth, cuts or [False] * b)
+            self._record_strength(*strength)
         out = torch.empty((b, *self._packed_frame_shape(h, w)), dtype=torch.uint8, device=pixels.device)
         sources, targets = planes.split(pixels, fmt), planes.split(out, fmt)
         # Where every pixel reads from is solved for the whole batch at once, on the depth grid.
-        batch_offsets = None if p.layout is Layout.DEPTH else eye_offsets(depth, p, (h, w))
+        batch_offsets = None if p.layout is Layout.DEPTH else eye_offsets(depth, p, (h, w), strength)
         for i in range(b):
             source, target = [q[i:i + 1] for q in sources], [q[i:i + 1] for q in targets]
             if batch_offsets is None:
@@ -209,9 +218,17 @@ class StereoConverter:
             for dst, q in zip(target, packed):
                 dst.copy_(q)
         self._record(depth)
-        shift = float(eye_shift(depth, p, (h, w)).abs().amax())
+        shift = float(eye_shift(depth, p, (h, w), strength).abs().amax())
         self.stats.max_abs_shift_px = max(self.stats.max_abs_shift_px, shift)
         return out.cpu().numpy()
+
+    def _record_strength(self, divergence: torch.Tensor, convergence: torch.Tensor) -> None:
+        """Range of the automatic settings actually used (for the run's metadata)."""
+        extra = self.stats.extra
+        for name, values in (("divergence", divergence), ("convergence", convergence)):
+            lo, hi = float(values.amin()), float(values.amax())
+            old = extra.get(f"auto_{name}")
+            extra[f"auto_{name}"] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
 
     def _record(self, depth: torch.Tensor) -> None:
         st = self.stats

@@ -80,9 +80,9 @@ class DepthRecorder(StereoConverter):
         super().__init__(*args, **kwargs)
         self.depths: list[torch.Tensor] = []
 
-    def pack(self, pixels: torch.Tensor, depth: torch.Tensor):
+    def pack(self, pixels: torch.Tensor, depth: torch.Tensor, cuts=None):
         self.depths.append(depth.cpu())
-        return super().pack(pixels, depth)
+        return super().pack(pixels, depth, cuts)
 
     def depth(self) -> torch.Tensor:
         """All recorded depth, [T,1,h,w] in render order."""

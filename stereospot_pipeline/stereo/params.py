@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -54,8 +54,12 @@ class StereoParams(BaseModel):
     """How one video is turned into stereo. Defaults match common VR viewing comfort."""
 
     layout: Layout = Layout.FULL_SBS
-    divergence: float = Field(2.0, ge=0.0, le=10.0, description="max disparity, % of the larger side")
-    convergence: float = Field(0.5, ge=0.0, le=1.0, description="depth (0=far, 1=near) on the screen plane")
+    divergence: Annotated[float, Field(ge=0.0, le=10.0)] | Literal["auto"] = Field(
+        2.0, description="max disparity, % of the larger side; 'auto': per scene, as much as the "
+                         "comfort budget allows (stereo/comfort.py)")
+    convergence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = Field(
+        0.5, description="depth (0=far, 1=near) on the screen plane; 'auto': the main subject's, "
+                         "smoothed over time")
     method: WarpMethod = WarpMethod.FORWARD_FILL
     ipd_offset: float = Field(0.0, ge=-5.0, le=5.0, description="extra per-eye shift, % of the larger "
                               "side; > 0 brings the whole scene forward, < 0 pushes it back")

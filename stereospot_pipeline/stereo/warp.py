@@ -33,8 +33,8 @@ def _pixels_per_percent(height: int, width: int) -> float:
     return max(height, width) / 200.0
 
 
-def eye_shift(depth: torch.Tensor, params: StereoParams,
-              frame_size: tuple[int, int] | None = None) -> torch.Tensor:
+def eye_shift(depth: torch.Tensor, params: StereoParams, frame_size: tuple[int, int] | None = None,
+              strength: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Shift of the left eye's content (the right eye gets the negation). depth [B,1,h,w] in
     0..1 (1 = near) -> [B,1,h,w] in pixels of a frame of ``frame_size`` (H, W), by default the
     depth's own size.
@@ -42,9 +42,12 @@ def eye_shift(depth: torch.Tensor, params: StereoParams,
     shift = (divergence * (depth - convergence) + ipd_offset) / 100 * max(H, W) / 2: objects
     nearer than the convergence plane move right in the left eye and left in the right eye, so
     they appear in front of the screen. ``ipd_offset`` moves the whole scene forward (> 0) or back.
+    ``strength``: per-frame (divergence, convergence) [B,1,1,1] in place of the params' (which
+    may be "auto": ``comfort.ComfortController`` supplies them).
     """
     h, w = frame_size or depth.shape[-2:]
-    shift = (params.divergence * (depth - params.convergence) + params.ipd_offset) * _pixels_per_percent(h, w)
+    divergence, convergence = strength or (params.divergence, params.convergence)
+    shift = (divergence * (depth - convergence) + params.ipd_offset) * _pixels_per_percent(h, w)
     if params.preserve_screen_border:
         shift = shift * border_ramp(depth.shape[-1], depth.device, depth.dtype)
     return shift
@@ -254,18 +257,20 @@ def render_view(image: torch.Tensor, depth_key: torch.Tensor, shift: torch.Tenso
     return render_planes([image], view_offset(depth_key, shift, method, width), width)[0]
 
 
-def eye_offsets(depth: torch.Tensor, params: StereoParams,
-                frame_size: tuple[int, int]) -> tuple[Reads | None, Reads | None]:
+def eye_offsets(depth: torch.Tensor, params: StereoParams, frame_size: tuple[int, int],
+                strength: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Reads | None, Reads | None]:
     """(left, right) ``Reads`` [B,1,h,w] in pixels of a frame of ``frame_size`` (H, W) from
     depth [B,1,h,w] 0..1 (1 = near); ``None`` for an eye that shows the source frame unchanged.
 
     With ``synthetic_view`` 'left' or 'right' only that eye is rendered, with twice the shift
-    (same disparity, half the warp artefacts). The offsets hold for every plane of the frame
+    (same disparity, half the warp artefacts); ``strength`` as in ``eye_shift``. The offsets hold
+    for every plane of the frame
     (``warp_plane`` scales them to a plane's size), so the occlusion solve runs once per eye.
     """
     h, w = frame_size
-    shift = eye_shift(depth, params, (h, w))
-    key = depth * (params.divergence * _pixels_per_percent(h, w))
+    shift = eye_shift(depth, params, (h, w), strength)
+    divergence = params.divergence if strength is None else strength[0]
+    key = depth * (divergence * _pixels_per_percent(h, w))
     if params.synthetic_view == "left":
         return view_offset(2 * key, 2 * shift, params.method, w), None
     if params.synthetic_view == "right":

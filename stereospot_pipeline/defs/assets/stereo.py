@@ -51,6 +51,11 @@ GPU_OP_TAGS = gpu_op_tags(Settings())
 class StereoConfig(Config, StereoParams):
     """Run config of the stereo step: the engine's StereoParams plus pipeline options."""
 
+    # Dagster config has no number-or-"auto" type: these two are text ("2.0" or "auto"), parsed
+    # and validated by StereoParams when the step starts.
+    divergence: str = Field("2.0", description=StereoParams.model_fields["divergence"].description)
+    convergence: str = Field("0.5", description=StereoParams.model_fields["convergence"].description)
+
     seam_free: bool = Field(
         True, description="normalise depth with one range measured over the whole video, so "
                           "independently converted segments join without depth jumps")
@@ -58,7 +63,8 @@ class StereoConfig(Config, StereoParams):
 
 def stereo_run_config(params: StereoParams) -> dict:
     """``params`` as run config: Dagster names enum values by member name (``FULL_SBS``)."""
-    return {k: (v.name if isinstance(v, Enum) else v) for k, v in params.model_dump().items()}
+    config = {k: (v.name if isinstance(v, Enum) else v) for k, v in params.model_dump().items()}
+    return {**config, "divergence": str(params.divergence), "convergence": str(params.convergence)}
 
 
 def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, engine: EngineResource,
@@ -171,8 +177,8 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "fps": MetadataValue.float(frames / wall if wall else 0.0),
         "reused_segments": sum(r["reused"] for r in results),
         "layout": params.layout.value,
-        "divergence": MetadataValue.float(params.divergence),
-        "convergence": MetadataValue.float(params.convergence),
+        "divergence": str(params.divergence),
+        "convergence": str(params.convergence),
         "method": params.method.value,
         "depth_model": params.depth_model,
         **({"depth_model_hint": hint} if (hint := upgrade_hint(params.depth_model)) else {}),
