@@ -23,10 +23,13 @@ from skimage.data import chelsea
 from stereospot_pipeline.media.codec import iter_frames
 from stereospot_pipeline.render import LEAD_IN_FRAMES
 from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
+from stereospot_pipeline.stereo.comfort import ComfortController, subject_depth
 from stereospot_pipeline.stereo.depth import HeuristicDepth
-from stereospot_pipeline.stereo.normalize import seam_ratio
+from stereospot_pipeline.stereo.depth_post import postprocess_depth
+from stereospot_pipeline.stereo.normalize import SceneCutDetector, seam_ratio
 from stereospot_pipeline.stereo.params import CPU_DEPTH_SHORT_SIDE, Layout, StereoParams, WarpMethod
 from stereospot_pipeline.stereo.evaluation import (
+    DepthRecorder,
     at_depth_resolution,
     disoccluded_band,
     motorcycle_pair,
@@ -133,6 +136,41 @@ def clip_stability(clip: Path, frames: int, segments: int = 3) -> dict:
     return result
 
 
+def comfort(clip: Path, frames: int) -> dict:
+    """Fixed (divergence 2, convergence 0.5) against automatic comfort on the first ``frames``
+    frames of a real clip, with its whole-clip depth range: the main subject's parallax (its
+    disparity; 0 = on the screen plane) and the largest parallax, both in % of the frame width
+    (the comfort check's limit is 3 %)."""
+    yuv = np.stack([f for f, *_ in islice(iter_frames(clip), frames)])
+    h, w = yuv.shape[1] * 2 // 3, yuv.shape[2]
+    base = StereoParams(layout=Layout.DEPTH)
+    depth_range = video_depth_range(iter(yuv[::4]), HeuristicDepth(), torch.device("cpu"),
+                                    pixel_format=PixelFormat.YUV420P)
+    recorder = DepthRecorder(base, torch.device("cpu"), HeuristicDepth(), depth_range=depth_range,
+                             pixel_format=PixelFormat.YUV420P)
+    recorder(yuv)
+    depth = postprocess_depth(recorder.depth(), base.edge_dilation, base.foreground_scale)
+    cuts = SceneCutDetector()(analysis_frames(torch.as_tensor(yuv), HeuristicDepth().short_side, PixelFormat.YUV420P))
+    subject = subject_depth(depth).view(-1, 1, 1, 1)
+    px = max(h, w) / 200 / w * 100  # % of the width per unit of divergence x depth, one eye
+    result = {"frames": len(yuv), "size": f"{w}x{h}", "scene_cuts": int(sum(cuts))}
+    settings = {"fixed": StereoParams(), "auto": StereoParams(divergence="auto", convergence="auto")}
+    for name, params in settings.items():
+        if name == "auto":
+            div, conv = ComfortController(params, (h, w))(depth, cuts)
+        else:
+            div, conv = torch.tensor(params.divergence), torch.tensor(params.convergence)
+        subject_px = (2 * div * (subject - conv) * px).abs().flatten()
+        max_px = (2 * div * (depth - conv) * px).abs().flatten(1).amax(1)
+        result[name] = {"subject_parallax_pct": {"mean": round(float(subject_px.mean()), 3),
+                                                 "max": round(float(subject_px.max()), 3)},
+                        "max_parallax_pct": {"mean": round(float(max_px.mean()), 3),
+                                             "max": round(float(max_px.max()), 3)}}
+        if name == "auto":
+            result[name]["divergence_range"] = [round(float(div.min()), 2), round(float(div.max()), 2)]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(".bench/warp_quality.json"))
@@ -146,6 +184,7 @@ def main() -> None:
         "psnr_db": warp_psnr(),
         "seam_ratio": seam_ratios(),
         "real_clips": {name: clip_stability(corpus[name], args.frames) for name in names},
+        "comfort": {name: comfort(corpus[name], args.frames) for name in names},
         "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps(result, indent=2))

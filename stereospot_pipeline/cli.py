@@ -60,8 +60,10 @@ def convert(
     input: Path = typer.Argument(..., help="video file to convert (anything ffmpeg decodes)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="where to write the result"),
     layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
-    divergence: float = typer.Option(2.0, help="stereo strength: max disparity in % of the frame"),
-    convergence: float = typer.Option(0.5, help="depth on the screen plane (0 far .. 1 near)"),
+    divergence: str = typer.Option("auto", help="stereo strength: max disparity in % of the frame, or "
+                                   "'auto' (per scene, as much as the comfort budget allows)"),
+    convergence: str = typer.Option("auto", help="depth on the screen plane (0 far .. 1 near), or 'auto' "
+                                    "(the main subject on the screen plane)"),
     method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
     depth_model: str = typer.Option("auto", help="'auto' (best installed learned model, else 'heuristic'), "
                                     "'heuristic', a name from `stereospot models list`, or a model folder"),
