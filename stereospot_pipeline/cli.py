@@ -218,6 +218,30 @@ def models_pull(name: str = typer.Argument(..., help="a name from `stereospot mo
     out.print(f"installed {name} in {target}")
 
 
+@models_app.command("publish")
+def models_publish(name: str = typer.Argument(..., help="an installed name from `stereospot models list`"),
+                   store: str | None = typer.Option(None, envvar="STEREOSPOT_MODEL_STORE_URL",
+                                                    help="s3://bucket/prefix of the model store")) -> None:
+    """Upload an installed model to the S3 model store GPU workers fetch their weights from."""
+    from stereospot_pipeline.errors import StereospotError
+    from stereospot_pipeline.stereo.model_store import publish_to_store
+    from stereospot_pipeline.stereo.models import REGISTRY, _is_model_dir, models_dir
+
+    folder = models_dir() / name
+    if name not in REGISTRY or not _is_model_dir(folder):
+        err.print(f"[red]error:[/] {name}: not installed in {models_dir()}; run `stereospot models pull {name}` first")
+        raise typer.Exit(1)
+    if not store:
+        err.print("[red]error:[/] no model store: pass --store s3://bucket/prefix or set STEREOSPOT_MODEL_STORE_URL")
+        raise typer.Exit(2)
+    try:
+        manifest = publish_to_store(folder, name, store)
+    except StereospotError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    out.print(f"published {name} ({len(manifest['files'])} files) to {store.rstrip('/')}/{name}/")
+
+
 def _print_checks(result) -> None:
     """One line per asset check of the run: failures say why, blocking ones stop publishing."""
     for check in result.get_asset_check_evaluations():
