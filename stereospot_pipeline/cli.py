@@ -55,14 +55,29 @@ def open_instance(settings: Settings):
         return DagsterInstance.get()
 
 
+def _auto_or_number(low: float, high: float):
+    """A typer callback: the option is 'auto' or a number in [low, high]."""
+    def check(value: str) -> str:
+        try:
+            ok = value == "auto" or low <= float(value) <= high
+        except ValueError:
+            ok = False
+        if not ok:
+            raise typer.BadParameter(f"{value!r}: expected 'auto' or a number from {low:g} to {high:g}")
+        return value
+    return check
+
+
 @app.command()
 def convert(
     input: Path = typer.Argument(..., help="video file to convert (anything ffmpeg decodes)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="where to write the result"),
     layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
-    divergence: str = typer.Option("auto", help="stereo strength: max disparity in % of the frame, or "
-                                   "'auto' (per scene, as much as the comfort budget allows)"),
-    convergence: str = typer.Option("auto", help="depth on the screen plane (0 far .. 1 near), or 'auto' "
+    divergence: str = typer.Option("auto", callback=_auto_or_number(0, 10),
+                                   help="stereo strength: max disparity in % of the frame, or 'auto' "
+                                   "(per scene, as much as the comfort budget allows)"),
+    convergence: str = typer.Option("auto", callback=_auto_or_number(0, 1),
+                                    help="depth on the screen plane (0 far .. 1 near), or 'auto' "
                                     "(the main subject on the screen plane)"),
     method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
     depth_model: str = typer.Option("auto", help="'auto' (best installed learned model, else 'heuristic'), "
