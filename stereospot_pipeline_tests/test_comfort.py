@@ -101,3 +101,19 @@ def test_converter_with_auto_comfort_passes_the_comfort_check_by_design():
             assert "auto_convergence" in converter.stats.extra
     assert not results["fixed"].passed
     assert results["auto"].passed
+
+
+def test_a_run_with_auto_settings_records_the_model_and_passes_the_comfort_check(instance, resources, corpus):
+    """Through Dagster, as `stereospot convert` runs it by default: depth model, divergence and
+    convergence all "auto" (no learned model installed here: the weight-free one, with the hint)."""
+    from stereospot_pipeline_tests.conftest import convert, metadata
+
+    params = StereoParams(divergence="auto", convergence="auto", layout=Layout.HALF_SBS)
+    _, result = convert(instance, resources, corpus["tiny_48x144_h264.mp4"], params=params)
+    assert result.success
+    stereo = metadata(result, "stereo_segments")
+    assert stereo["depth_model"] == "heuristic"
+    assert "stereospot models pull depth-anything-v2-small" in stereo["depth_model_hint"]
+    assert stereo["divergence"] == stereo["convergence"] == "auto"
+    comfort = [c for c in result.get_asset_check_evaluations() if "comfort" in c.check_name]
+    assert comfort and all(c.passed for c in comfort)

@@ -39,7 +39,7 @@ from stereospot_pipeline.stereo.models import choose_model, upgrade_hint
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.settings import Settings
-from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, StereoParams
+from stereospot_pipeline.stereo.params import AUTO, LAYOUT_SUFFIX, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
 ENGINE_VERSION = "6"  # bump whenever the engine renders different pixels: cached segments are keyed on it
@@ -51,10 +51,21 @@ GPU_OP_TAGS = gpu_op_tags(Settings())
 class StereoConfig(Config, StereoParams):
     """Run config of the stereo step: the engine's StereoParams plus pipeline options."""
 
-    # Dagster config has no number-or-"auto" type: these two are text ("2.0" or "auto"), parsed
-    # and validated by StereoParams when the step starts.
-    divergence: str = Field("2.0", description=StereoParams.model_fields["divergence"].description)
-    convergence: str = Field("0.5", description=StereoParams.model_fields["convergence"].description)
+    # Dagster config has no number-or-"auto" type: the numbers stay numbers, and these flags
+    # say "auto" (the number is then ignored).
+    divergence: float = Field(2.0, ge=0.0, le=10.0, description="max disparity, % of the larger side")
+    convergence: float = Field(0.5, ge=0.0, le=1.0, description="depth (0=far, 1=near) on the screen plane")
+    auto_divergence: bool = Field(False, description="per scene, as much strength as the comfort budget "
+                                                     "allows (divergence='auto')")
+    auto_convergence: bool = Field(False, description="the main subject on the screen plane "
+                                                      "(convergence='auto')")
+
+    def stereo_params(self) -> StereoParams:
+        values = self.model_dump(exclude={"seam_free", "auto_divergence", "auto_convergence"})
+        for name in ("divergence", "convergence"):
+            if getattr(self, f"auto_{name}"):
+                values[name] = AUTO
+        return StereoParams.model_validate(values)
 
     seam_free: bool = Field(
         True, description="normalise depth with one range measured over the whole video, so "
@@ -64,7 +75,11 @@ class StereoConfig(Config, StereoParams):
 def stereo_run_config(params: StereoParams) -> dict:
     """``params`` as run config: Dagster names enum values by member name (``FULL_SBS``)."""
     config = {k: (v.name if isinstance(v, Enum) else v) for k, v in params.model_dump().items()}
-    return {**config, "divergence": str(params.divergence), "convergence": str(params.convergence)}
+    defaults = StereoParams()
+    for name in ("divergence", "convergence"):
+        if config[name] == AUTO:
+            config[name], config[f"auto_{name}"] = getattr(defaults, name), True
+    return config
 
 
 def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, engine: EngineResource,
@@ -95,7 +110,7 @@ def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, stor
     key = context.partition_key
     plan = store.get_json(keys.segment_plan(key))
     sha = store.get_json(registry_key(key))["sha256"]
-    params = StereoParams.model_validate(config.model_dump())
+    params = config.stereo_params()
     # "auto" is resolved once, here: every segment (and the cache key) then names the same model.
     choice = choose_model(params.depth_model)
     context.log.info(choice.describe())
