@@ -117,3 +117,45 @@ def test_a_run_with_auto_settings_records_the_model_and_passes_the_comfort_check
     assert stereo["divergence"] == stereo["convergence"] == "auto"
     comfort = [c for c in result.get_asset_check_evaluations() if "comfort" in c.check_name]
     assert comfort and all(c.passed for c in comfort)
+
+
+def test_a_segment_warmed_on_its_lead_in_continues_the_automatic_settings():
+    """Segments are converted independently; with the whole-video range, the lead-in frames set
+    the smoothed subject and strength, so a seam does not jump in parallax."""
+    from stereospot_pipeline.stereo.convert import video_depth_range
+    from stereospot_pipeline.stereo.evaluation import DepthRecorder
+
+    class Luma:
+        """An estimator whose nearness is the frame's brightness: depth known by construction."""
+        name, short_side = "luma", 48
+
+        def __call__(self, x):
+            return x.mean(dim=1, keepdim=True)
+
+    # The subject (a bright centre) recedes frame by frame: the smoothed screen plane lags it.
+    frames = np.full((10, 48, 80, 3), 20, np.uint8)
+    for i in range(10):
+        frames[i, 16:32, 30:50] = 250 - 15 * i
+    params = AUTO.model_copy(update={"layout": Layout.HALF_SBS, "temporal_smoothing": 0.0, "edge_dilation": 0})
+    depth_range = video_depth_range(iter(frames), Luma(), torch.device("cpu"))
+
+    def strengths(converter):
+        seen = []
+        original = converter._comfort_for
+
+        def spy(size):
+            controller = original(size)
+            return lambda depth, cuts: seen.append(controller(depth, cuts)) or seen[-1]
+        converter._comfort_for = spy
+        return seen
+
+    whole = DepthRecorder(params, torch.device("cpu"), Luma(), depth_range=depth_range)
+    seen_whole = strengths(whole)
+    whole(frames)
+    part = DepthRecorder(params, torch.device("cpu"), Luma(), depth_range=depth_range)
+    part.warm_up(frames[:6])
+    seen_part = strengths(part)
+    part(frames[6:])
+    conv_whole = torch.cat([c for _, c in seen_whole]).flatten()
+    conv_part = torch.cat([c for _, c in seen_part]).flatten()
+    torch.testing.assert_close(conv_part, conv_whole[6:], atol=2e-3, rtol=0)

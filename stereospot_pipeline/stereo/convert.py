@@ -110,10 +110,19 @@ class StereoConverter:
         """uint8 frames in ``pixel_format`` that come just before the stream, oldest first: they
         set the cut detector, depth stabiliser and range smoothing as if the stream had started
         with them, and are not rendered. A segment converted after its predecessor's last frames
-        then joins it without a step in depth."""
-        x = analysis_frames(torch.as_tensor(frames, device=self.device), self.analysis_side, self.pixel_format)
+        then joins it without a step in depth (and, with a whole-video range, of the automatic
+        comfort settings)."""
+        pixels = torch.as_tensor(frames, device=self.device)
+        x = analysis_frames(pixels, self.analysis_side, self.pixel_format)
         cuts = self._cuts(x)
-        self.normalizer.prime(self.stabilizer(self.estimator(x), x, cuts), cuts)
+        nearness = self.stabilizer(self.estimator(x), x, cuts)
+        self.normalizer.prime(nearness, cuts)
+        p = self.params
+        if AUTO in (p.divergence, p.convergence) and isinstance(self.normalizer, FixedNormalizer):
+            # Only a fixed range gives these frames' final depth now (the smoothed one lags).
+            depth = torch.stack([d for d, _ in self.normalizer.push(nearness, [None] * len(cuts), cuts)])
+            self._comfort_for(planes.frame_size(pixels, self.pixel_format))(
+                postprocess_depth(depth, p.edge_dilation, p.foreground_scale), cuts)
 
     @torch.inference_mode()
     def push(self, frames: np.ndarray, payloads: Sequence[Any] | None = None) -> tuple[np.ndarray, list]:
@@ -179,9 +188,7 @@ class StereoConverter:
         depth = postprocess_depth(depth, p.edge_dilation, p.foreground_scale)
         strength = None
         if AUTO in (p.divergence, p.convergence):
-            if self._comfort is None:
-                self._comfort = ComfortController(p, (h, w))
-            strength = self._comfort(depth, cuts or [False] * b)
+            strength = self._comfort_for((h, w))(depth, cuts or [False] * b)
             self._record_strength(*strength)
         out = torch.empty((b, *self._packed_frame_shape(h, w)), dtype=torch.uint8, device=pixels.device)
         sources, targets = planes.split(pixels, fmt), planes.split(out, fmt)
@@ -221,6 +228,11 @@ class StereoConverter:
         shift = float(eye_shift(depth, p, (h, w), strength).abs().amax())
         self.stats.max_abs_shift_px = max(self.stats.max_abs_shift_px, shift)
         return out.cpu().numpy()
+
+    def _comfort_for(self, frame_size: tuple[int, int]) -> ComfortController:
+        if self._comfort is None:
+            self._comfort = ComfortController(self.params, frame_size)
+        return self._comfort
 
     def _record_strength(self, divergence: torch.Tensor, convergence: torch.Tensor) -> None:
         """Range of the automatic settings actually used (for the run's metadata)."""
