@@ -23,10 +23,20 @@ from skimage.data import chelsea
 from stereospot_pipeline.media.codec import iter_frames
 from stereospot_pipeline.render import LEAD_IN_FRAMES
 from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames, video_depth_range
+from stereospot_pipeline.stereo.comfort import ComfortController, subject_depth
 from stereospot_pipeline.stereo.depth import HeuristicDepth
-from stereospot_pipeline.stereo.normalize import seam_ratio
-from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
-from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr, rendered_depth
+from stereospot_pipeline.stereo.depth_post import postprocess_depth
+from stereospot_pipeline.stereo.normalize import SceneCutDetector, seam_ratio
+from stereospot_pipeline.stereo.params import CPU_DEPTH_SHORT_SIDE, Layout, StereoParams, WarpMethod
+from stereospot_pipeline.stereo.evaluation import (
+    DepthRecorder,
+    at_depth_resolution,
+    disoccluded_band,
+    motorcycle_pair,
+    psnr,
+    rendered_depth,
+    row_repeat_view,
+)
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.stabilize import luma_at, still_flicker, still_pixels
 from stereospot_pipeline.stereo.warp import right_from_left_disparity, warp_plane
@@ -36,13 +46,21 @@ from stereospot_pipeline_tests.clips import REPO, real_clips
 def warp_psnr() -> dict[str, dict[str, float]]:
     """dB PSNR of the right view synthesised from the left view + ground-truth disparity of
     scikit-image's motorcycle pair, borders of 32 px excluded: with the disparity at full
-    resolution, and at the depth model's default resolution (what the converter does)."""
+    resolution, and at the depth model's default CPU resolution (what the converter does); on
+    the whole image and on the disoccluded band only (``band_*``: the pixels the right view sees
+    and the left hides, plus 3 px, where view synthesis must invent content).
+    ``forward_fill_row_repeat`` is forward_fill without the inpainting (holes repeat their
+    background-side neighbour along the row), the fill before it."""
     left, right, disparity = motorcycle_pair()
-    grids = {"full_res": disparity, "depth_res": at_depth_resolution(disparity, StereoParams().depth_short_side)}
+    band = disoccluded_band(disparity)
+    grids = {"full_res": disparity, "depth_res": at_depth_resolution(disparity, CPU_DEPTH_SHORT_SIDE)}
     scores: dict[str, dict[str, float]] = {}
     for grid, d in grids.items():
-        for method in WarpMethod:
-            scores.setdefault(grid, {})[method.value] = round(psnr(right_from_left_disparity(left, d, method), right), 2)
+        views = {m.value: right_from_left_disparity(left, d, m) for m in WarpMethod}
+        views["forward_fill_row_repeat"] = row_repeat_view(left, d)
+        for name, view in views.items():
+            scores.setdefault(grid, {})[name] = round(psnr(view, right), 2)
+            scores.setdefault(f"band_{grid}", {})[name] = round(psnr(view, right, mask=band), 2)
     # The textbook baseline under the same measure: read the left view at x + d(x) with the
     # left view's own disparity, unknown disparity taken as 0.
     naive = warp_plane(left, torch.where(disparity.isfinite(), disparity, 0.0), left.shape[-1])
@@ -118,6 +136,41 @@ def clip_stability(clip: Path, frames: int, segments: int = 3) -> dict:
     return result
 
 
+def comfort(clip: Path, frames: int) -> dict:
+    """Fixed (divergence 2, convergence 0.5) against automatic comfort on the first ``frames``
+    frames of a real clip, with its whole-clip depth range: the main subject's parallax (its
+    disparity; 0 = on the screen plane) and the largest parallax, both in % of the frame width
+    (the comfort check's limit is 3 %)."""
+    yuv = np.stack([f for f, *_ in islice(iter_frames(clip), frames)])
+    h, w = yuv.shape[1] * 2 // 3, yuv.shape[2]
+    base = StereoParams(layout=Layout.DEPTH)
+    depth_range = video_depth_range(iter(yuv[::4]), HeuristicDepth(), torch.device("cpu"),
+                                    pixel_format=PixelFormat.YUV420P)
+    recorder = DepthRecorder(base, torch.device("cpu"), HeuristicDepth(), depth_range=depth_range,
+                             pixel_format=PixelFormat.YUV420P)
+    recorder(yuv)
+    depth = postprocess_depth(recorder.depth(), base.edge_dilation, base.foreground_scale)
+    cuts = SceneCutDetector()(analysis_frames(torch.as_tensor(yuv), HeuristicDepth().short_side, PixelFormat.YUV420P))
+    subject = subject_depth(depth).view(-1, 1, 1, 1)
+    px = max(h, w) / 200 / w * 100  # % of the width per unit of divergence x depth, one eye
+    result = {"frames": len(yuv), "size": f"{w}x{h}", "scene_cuts": int(sum(cuts))}
+    settings = {"fixed": StereoParams(), "auto": StereoParams(divergence="auto", convergence="auto")}
+    for name, params in settings.items():
+        if name == "auto":
+            div, conv = ComfortController(params, (h, w))(depth, cuts)
+        else:
+            div, conv = torch.tensor(params.divergence), torch.tensor(params.convergence)
+        subject_px = (2 * div * (subject - conv) * px).abs().flatten()
+        max_px = (2 * div * (depth - conv) * px).abs().flatten(1).amax(1)
+        result[name] = {"subject_parallax_pct": {"mean": round(float(subject_px.mean()), 3),
+                                                 "max": round(float(subject_px.max()), 3)},
+                        "max_parallax_pct": {"mean": round(float(max_px.mean()), 3),
+                                             "max": round(float(max_px.max()), 3)}}
+        if name == "auto":
+            result[name]["divergence_range"] = [round(float(div.min()), 2), round(float(div.max()), 2)]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(".bench/warp_quality.json"))
@@ -131,6 +184,7 @@ def main() -> None:
         "psnr_db": warp_psnr(),
         "seam_ratio": seam_ratios(),
         "real_clips": {name: clip_stability(corpus[name], args.frames) for name in names},
+        "comfort": {name: comfort(corpus[name], args.frames) for name in names},
         "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps(result, indent=2))

@@ -55,15 +55,33 @@ def open_instance(settings: Settings):
         return DagsterInstance.get()
 
 
+def _auto_or_number(low: float, high: float):
+    """A typer callback: the option is 'auto' or a number in [low, high]."""
+    def check(value: str) -> str:
+        try:
+            ok = value == "auto" or low <= float(value) <= high
+        except ValueError:
+            ok = False
+        if not ok:
+            raise typer.BadParameter(f"{value!r}: expected 'auto' or a number from {low:g} to {high:g}")
+        return value
+    return check
+
+
 @app.command()
 def convert(
     input: Path = typer.Argument(..., help="video file to convert (anything ffmpeg decodes)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="where to write the result"),
     layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
-    divergence: float = typer.Option(2.0, help="stereo strength: max disparity in % of the frame"),
-    convergence: float = typer.Option(0.5, help="depth on the screen plane (0 far .. 1 near)"),
+    divergence: str = typer.Option("auto", callback=_auto_or_number(0, 10),
+                                   help="stereo strength: max disparity in % of the frame, or 'auto' "
+                                   "(per scene, as much as the comfort budget allows)"),
+    convergence: str = typer.Option("auto", callback=_auto_or_number(0, 1),
+                                    help="depth on the screen plane (0 far .. 1 near), or 'auto' "
+                                    "(the main subject on the screen plane)"),
     method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
-    depth_model: str = typer.Option("heuristic", help="'heuristic' or a Depth Anything name/folder"),
+    depth_model: str = typer.Option("auto", help="'auto' (best installed learned model, else 'heuristic'), "
+                                    "'heuristic', a name from `stereospot models list`, or a model folder"),
     segment_seconds: float = typer.Option(10.0, help="target segment length in seconds"),
 ) -> None:
     """Convert INPUT to stereo 3D; the run is recorded in the local Dagster instance."""
@@ -80,6 +98,9 @@ def convert(
         raise typer.Exit(2)
     params = StereoParams(layout=layout, divergence=divergence, convergence=convergence, method=method,
                           depth_model=depth_model)
+    from stereospot_pipeline.stereo.models import choose_model
+
+    out.print(choose_model(depth_model).describe())
     settings = Settings()
     instance = open_instance(settings)
     resources = build_resources(settings)
@@ -250,30 +271,60 @@ def models_list() -> None:
     """Named depth models with their licences and whether their weights are installed here."""
     from rich.table import Table
 
-    from stereospot_pipeline.stereo.models import list_models, models_dir
+    from stereospot_pipeline.stereo.models import choose_model, list_models, models_dir
 
     table = Table(title=f"Depth models (local folder: {models_dir()})")
-    for column in ("name", "weights", "licence", "parameters", "installed"):
+    for column in ("name", "weights", "licence", "parameters", "output", "installed"):
         table.add_column(column)
-    table.add_row("heuristic", "none (built in)", "Apache-2.0", "0", "yes")
-    for name, repo, licence, params, installed in list_models():
-        table.add_row(name, repo, licence, params, "yes" if installed else "no")
+    table.add_row("heuristic", "none (built in)", "Apache-2.0", "0", "relative nearness", "yes")
+    for name, repo, licence, params, kind, installed in list_models():
+        table.add_row(name, repo, licence, params, kind, "yes" if installed else "no")
     out.print(table)
+    out.print(f"--depth-model auto uses: {choose_model('auto').describe()}")
 
 
 @models_app.command("pull")
 def models_pull(name: str = typer.Argument(..., help="a name from `stereospot models list`"),
                 dest: Path | None = typer.Option(None, help="folder to put the weights in")) -> None:
     """Download a depth model's weights (needs network access to the Hugging Face Hub)."""
+    from huggingface_hub.utils import enable_progress_bars
+    from tqdm.auto import tqdm
+
     from stereospot_pipeline.errors import StereospotError
     from stereospot_pipeline.stereo.models import pull_model
 
+    # Byte-level bars per file from huggingface_hub, and one bar over the files.
+    enable_progress_bars()
     try:
-        target = pull_model(name, dest)
+        target = pull_model(name, dest, progress=tqdm)
     except StereospotError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     out.print(f"installed {name} in {target}")
+
+
+@models_app.command("publish")
+def models_publish(name: str = typer.Argument(..., help="an installed name from `stereospot models list`"),
+                   store: str | None = typer.Option(None, envvar="STEREOSPOT_MODEL_STORE_URL",
+                                                    help="s3://bucket/prefix of the model store")) -> None:
+    """Upload an installed model to the S3 model store GPU workers fetch their weights from."""
+    from stereospot_pipeline.errors import StereospotError
+    from stereospot_pipeline.stereo.model_store import publish_to_store
+    from stereospot_pipeline.stereo.models import REGISTRY, _is_model_dir, models_dir
+
+    folder = models_dir() / name
+    if name not in REGISTRY or not _is_model_dir(folder):
+        err.print(f"[red]error:[/] {name}: not installed in {models_dir()}; run `stereospot models pull {name}` first")
+        raise typer.Exit(1)
+    if not store:
+        err.print("[red]error:[/] no model store: pass --store s3://bucket/prefix or set STEREOSPOT_MODEL_STORE_URL")
+        raise typer.Exit(2)
+    try:
+        manifest = publish_to_store(folder, name, store)
+    except StereospotError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    out.print(f"published {name} ({len(manifest['files'])} files) to {store.rstrip('/')}/{name}/")
 
 
 def _interrupt(*_) -> None:

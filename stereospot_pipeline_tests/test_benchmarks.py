@@ -87,6 +87,9 @@ def test_quality_benchmarks_meet_the_targets(tmp_path):
     assert full["forward_fill"] >= 21.0
     assert full["forward_fill"] > full["backward"] > full["naive_backward"]
     assert warp["depth_res"]["forward_fill"] >= 21.0
+    # Where the view was hidden (the disoccluded band), inpainting beats repeating the row.
+    band = warp["band_full_res"]
+    assert band["forward_fill"] >= band["forward_fill_row_repeat"] + 1.5 > band["backward"] + 1.5
     assert seams["with_range"] <= 1.5 < seams["without_range"]
     assert seams["without_range_with_lead_in"] < seams["without_range"]
     # Real footage: the stabiliser at least halves depth shimmer where the picture is still, and
@@ -95,6 +98,11 @@ def test_quality_benchmarks_meet_the_targets(tmp_path):
         off, on = clip["shimmer_off_px"], clip["shimmer_on_px"]
         assert on["mean"] < 0.6 * off["mean"] and on["p99"] < 0.6 * off["p99"]
         assert clip["seam_ratio_with_lead_in"] <= 1.5 < clip["seam_ratio_without_lead_in"]
+    # Automatic comfort: the subject sits on the screen plane, the parallax inside the budget.
+    for clip in result["comfort"].values():
+        fixed, auto = clip["fixed"], clip["auto"]
+        assert auto["subject_parallax_pct"]["mean"] < 0.25 * fixed["subject_parallax_pct"]["mean"]
+        assert auto["max_parallax_pct"]["max"] <= 3.0
     depth = _run("depth_quality.py", tmp_path / "depth.json", "--repeats", "1")
     assert depth["spearman"]["heuristic"] >= 0.75 > depth["spearman"]["vertical_prior"]
     assert all(ms > 0 for ms in depth["ms_per_frame_720p"].values())

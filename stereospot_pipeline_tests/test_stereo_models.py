@@ -12,7 +12,7 @@ from stereospot_pipeline.stereo.depth import load_estimator
 from stereospot_pipeline.stereo.models import (
     ModelUnavailableError,
     list_models,
-    load_depth_anything,
+    load_learned_depth,
     pull_model,
     resolve_model_dir,
 )
@@ -40,11 +40,12 @@ def tiny_model_dir(tmp_path_factory):
 def empty_model_caches(tmp_path, monkeypatch):
     """No test may find real weights on the machine, nor reach the network."""
     monkeypatch.setenv("STEREOSPOT_MODELS_DIR", str(tmp_path / "stereospot-models"))
+    monkeypatch.delenv("STEREOSPOT_MODEL_STORE_URL", raising=False)
     monkeypatch.setattr(models, "_hf_cache_snapshot", lambda repo: None)
 
 
 def test_load_from_folder_shape_range_and_batching(tiny_model_dir):
-    est = load_depth_anything(str(tiny_model_dir), short_side=56)
+    est = load_learned_depth(str(tiny_model_dir), short_side=56)
     assert est.name == "tiny-da"
     frames = torch.rand(3, 3, 72, 128)
     out = est(frames)
@@ -69,8 +70,8 @@ def test_registry_name_resolves_from_the_models_folder(tiny_model_dir, tmp_path)
     installed = tmp_path / "stereospot-models" / "depth-anything-v2-small"
     shutil.copytree(tiny_model_dir, installed)
     assert resolve_model_dir("depth-anything-v2-small") == installed
-    assert load_depth_anything("depth-anything-v2-small", short_side=56).name == "depth-anything-v2-small"
-    rows = {name: (repo, licence, installed) for name, repo, licence, _, installed in list_models()}
+    assert load_learned_depth("depth-anything-v2-small", short_side=56).name == "depth-anything-v2-small"
+    rows = {name: (repo, licence, installed) for name, repo, licence, _, _, installed in list_models()}
     assert rows["depth-anything-v2-small"] == ("depth-anything/Depth-Anything-V2-Small-hf", "Apache-2.0", True)
     assert rows["depth-anything-v2-large"][1:] == ("CC-BY-NC-4.0", False)
 
@@ -82,7 +83,7 @@ def test_missing_model_says_where_it_looked_and_how_to_get_it(tmp_path):
     assert str(tmp_path / "stereospot-models" / "depth-anything-v2-small") in message
     assert "Hugging Face cache" in message
     assert "depth-anything/Depth-Anything-V2-Small-hf" in message
-    assert "pull_model" in message
+    assert "stereospot models pull depth-anything-v2-small" in message
     with pytest.raises(ModelUnavailableError, match="not a known name.*config.json"):
         load_estimator(str(tmp_path / "no-such-model"))
 

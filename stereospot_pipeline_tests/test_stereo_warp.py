@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from stereospot_pipeline.stereo.evaluation import at_depth_resolution, motorcycle_pair, psnr
-from stereospot_pipeline.stereo.params import StereoParams, WarpMethod
+from stereospot_pipeline.stereo.params import CPU_DEPTH_SHORT_SIDE, StereoParams, WarpMethod
 from stereospot_pipeline.stereo.warp import (
     eye_shift,
     render_view,
@@ -36,7 +36,7 @@ def test_forward_fill_at_depth_resolution_keeps_its_lead_on_a_real_stereo_pair(m
     """The converter decides where pixels read from on the depth model's coarse grid: forward fill
     must keep its quality there, not only with full-resolution disparity."""
     left, right, disparity = motorcycle
-    coarse = at_depth_resolution(disparity, StereoParams().depth_short_side)
+    coarse = at_depth_resolution(disparity, CPU_DEPTH_SHORT_SIDE)
     backward = psnr(right_from_left_disparity(left, coarse, WarpMethod.BACKWARD), right)
     forward = psnr(right_from_left_disparity(left, coarse, WarpMethod.FORWARD_FILL), right)
     assert forward >= 21.0
@@ -46,15 +46,16 @@ def test_forward_fill_at_depth_resolution_keeps_its_lead_on_a_real_stereo_pair(m
 @pytest.mark.parametrize("method", list(WarpMethod))
 def test_uint8_frames_warp_like_float_frames(motorcycle, method):
     """Decoded uint8 frames (channels-last) are warped with integer weights, never converted to
-    float: the result must match the float warp to the rounding."""
+    float: the result must match the float warp to the rounding (one level; the disocclusion
+    fill adds the rounding of its shrunk copy of the view, half a level more)."""
     left, _, disparity = motorcycle
     as_uint8 = (left * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-    coarse = at_depth_resolution(disparity, StereoParams().depth_short_side)
+    coarse = at_depth_resolution(disparity, CPU_DEPTH_SHORT_SIDE)
     warped = right_from_left_disparity(as_uint8, coarse, method)
     reference = right_from_left_disparity(as_uint8.float(), coarse, method)
     assert warped.dtype == torch.uint8
     assert warped.is_contiguous(memory_format=torch.channels_last)
-    assert (warped.float() - reference).abs().max() <= 1.0
+    assert (warped.float() - reference).abs().max() <= 1.5
 
 
 
@@ -64,7 +65,7 @@ def test_the_gpu_resampling_path_matches_the_cpu_one(motorcycle, method):
     float64 frames take the grid_sample path on the CPU too, so both paths meet here on the same
     real pair, read positions and all."""
     left, _, disparity = motorcycle
-    coarse = at_depth_resolution(disparity, StereoParams().depth_short_side)
+    coarse = at_depth_resolution(disparity, CPU_DEPTH_SHORT_SIDE)
     remapped = right_from_left_disparity(left, coarse, method)
     sampled = right_from_left_disparity(left.double(), coarse.double(), method)
     assert (remapped.double() - sampled).abs().max() < 1e-3
@@ -174,3 +175,40 @@ def test_preserve_screen_border_pins_the_frame_edges():
     shift = eye_shift(depth, StereoParams(divergence=10.0, preserve_screen_border=True))
     assert shift[..., 0].abs().max() == 0 and shift[..., -1].abs().max() == 0
     assert torch.equal(shift[..., 20:180], eye_shift(depth, StereoParams(divergence=10.0))[..., 20:180])
+
+
+def test_inpainting_gains_where_the_view_was_hidden(motorcycle):
+    """Scored on the disoccluded band (pixels the right view sees and the left hides, plus 3 px),
+    with ground-truth disparity at full resolution and at the depth model's resolution."""
+    from stereospot_pipeline.stereo.evaluation import disoccluded_band, row_repeat_view
+
+    left, right, disparity = motorcycle
+    band = disoccluded_band(disparity)
+    assert 0.1 < float(band.float().mean()) < 0.4
+    for d, band_gain in ((disparity, 1.5), (at_depth_resolution(disparity, CPU_DEPTH_SHORT_SIDE), 0.7)):
+        repeat, inpainted = row_repeat_view(left, d), right_from_left_disparity(left, d, WarpMethod.FORWARD_FILL)
+        assert psnr(inpainted, right, mask=band) >= psnr(repeat, right, mask=band) + band_gain
+        assert psnr(inpainted, right) >= psnr(repeat, right) + 0.3  # the whole image gains too
+    backward = right_from_left_disparity(left, disparity, WarpMethod.BACKWARD)
+    assert psnr(inpainted, right, mask=band) > psnr(backward, right, mask=band) + 2.0
+
+
+def test_inpainting_keeps_the_foreground_out_of_the_hole():
+    """A near red square in front of a blue wall: the hole it uncovers is filled with wall only."""
+    image, depth = _square_scene()
+    right = render_view(image, depth * 6.0, -depth * 6.0, WarpMethod.FORWARD_FILL)
+    assert torch.allclose(right[0, :, 32, 34:40].T, BLUE.expand(6, 3), atol=1e-6)
+
+
+def test_inpainting_tensor_path_matches_the_opencv_one():
+    """CPU float32 averages run in OpenCV, other devices (CUDA) and float64 in tensor ops."""
+    from stereospot_pipeline.stereo.inpaint import background_average
+
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 40, 70)
+    holes = torch.rand(2, 1, 40, 70) < 0.1
+    key = torch.rand(2, 1, 40, 70) * 8
+    cv = background_average(image, holes, key)
+    tensor = background_average(image.double(), holes, key.double())
+    assert (cv.double() - tensor).abs().max() < 1e-4
+    assert torch.equal(cv[~holes.expand_as(cv)], image[~holes.expand_as(image)])

@@ -24,10 +24,11 @@ from stereospot_pipeline.stereo.normalize import (
     SceneCutDetector,
     robust_range,
 )
-from stereospot_pipeline.stereo.params import Layout, StereoParams
+from stereospot_pipeline.stereo.comfort import ComfortController
+from stereospot_pipeline.stereo.params import AUTO, CPU_DEPTH_SHORT_SIDE, Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.stabilize import DepthStabilizer
-from stereospot_pipeline.stereo.warp import eye_offsets, eye_shift, warp_planes
+from stereospot_pipeline.stereo.warp import Reads, eye_offsets, eye_shift, render_planes
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -94,23 +95,34 @@ class StereoConverter:
         self.estimator = with_flip_tta(estimator, params.flip_tta)
         # Frames are shrunk once, straight to the size the estimator works at.
         working = getattr(estimator, "short_side", None)
-        self.analysis_side = min(params.depth_short_side, working) if working else params.depth_short_side
+        requested = params.depth_short_side or working or CPU_DEPTH_SHORT_SIDE
+        self.analysis_side = min(requested, working) if working else requested
         self.normalizer: Normalizer = (FixedNormalizer(depth_range) if depth_range is not None
                                        else EmaNormalizer(params.ema_decay, params.ema_lookahead))
         self.stabilizer = DepthStabilizer(params.temporal_smoothing)
         self.stats = DepthStats(extra={"scene_cuts": 0})
         self._cuts = SceneCutDetector()
         self._packed_shape = planes.frame_shape(0, 0, self.pixel_format)
+        self._comfort: ComfortController | None = None
 
     @torch.inference_mode()
     def warm_up(self, frames: np.ndarray) -> None:
         """uint8 frames in ``pixel_format`` that come just before the stream, oldest first: they
         set the cut detector, depth stabiliser and range smoothing as if the stream had started
         with them, and are not rendered. A segment converted after its predecessor's last frames
-        then joins it without a step in depth."""
-        x = analysis_frames(torch.as_tensor(frames, device=self.device), self.analysis_side, self.pixel_format)
+        then joins it without a step in depth (and, with a whole-video range, of the automatic
+        comfort settings)."""
+        pixels = torch.as_tensor(frames, device=self.device)
+        x = analysis_frames(pixels, self.analysis_side, self.pixel_format)
         cuts = self._cuts(x)
-        self.normalizer.prime(self.stabilizer(self.estimator(x), x, cuts), cuts)
+        nearness = self.stabilizer(self.estimator(x), x, cuts)
+        self.normalizer.prime(nearness, cuts)
+        p = self.params
+        if AUTO in (p.divergence, p.convergence) and isinstance(self.normalizer, FixedNormalizer):
+            # Only a fixed range gives these frames' final depth now (the smoothed one lags).
+            depth = torch.stack([d for d, _ in self.normalizer.push(nearness, [None] * len(cuts), cuts)])
+            self._comfort_for(planes.frame_size(pixels, self.pixel_format))(
+                postprocess_depth(depth, p.edge_dilation, p.foreground_scale), cuts)
 
     @torch.inference_mode()
     def push(self, frames: np.ndarray, payloads: Sequence[Any] | None = None) -> tuple[np.ndarray, list]:
@@ -128,7 +140,7 @@ class StereoConverter:
         self._packed_shape = self._packed_frame_shape(h, w)
         payloads = [None] * len(frames) if payloads is None else list(payloads)
         nearness = self.stabilizer(self.estimator(x), x, cuts)
-        return self._render(self.normalizer.push(nearness, list(zip(pixels, payloads)), cuts))
+        return self._render(self.normalizer.push(nearness, list(zip(pixels, cuts, payloads)), cuts))
 
     @torch.inference_mode()
     def flush(self) -> tuple[np.ndarray, list]:
@@ -151,18 +163,19 @@ class StereoConverter:
         for start in range(0, len(ready), step):
             chunk = ready[start:start + step]
             depth = torch.stack([d for d, _ in chunk])
-            pixels = torch.stack([p for _, (p, _) in chunk])
-            packed.append(self.pack(pixels, depth))
-            payloads.extend(payload for _, (_, payload) in chunk)
+            pixels = torch.stack([p for _, (p, _, _) in chunk])
+            packed.append(self.pack(pixels, depth, [cut for _, (_, cut, _) in chunk]))
+            payloads.extend(payload for _, (_, _, payload) in chunk)
         if not packed:
             return np.zeros((0, *self._packed_shape), np.uint8), []
         return (packed[0] if len(packed) == 1 else np.concatenate(packed)), payloads
 
     @torch.inference_mode()
-    def pack(self, pixels: torch.Tensor, depth: torch.Tensor) -> np.ndarray:
+    def pack(self, pixels: torch.Tensor, depth: torch.Tensor, cuts: Sequence[bool] | None = None) -> np.ndarray:
         """frames [B,...] in ``pixel_format``, their normalised depth [B,1,h,w] 0..1 at the
-        estimator's resolution -> the packed frames [B,...] (numpy, same format): everything
-        ``push`` does after the depth is final (post-processing, warps, layout, statistics).
+        estimator's resolution, B scene-cut flags -> the packed frames [B,...] (numpy, same
+        format): everything ``push`` does after the depth is final (post-processing, automatic
+        comfort, warps, layout, statistics).
 
         The frames stay uint8 throughout and are read at full resolution only by the warp, whose
         read positions are found on the depth's grid once per eye and then serve every plane.
@@ -173,10 +186,14 @@ class StereoConverter:
         b = pixels.shape[0]
         h, w = planes.frame_size(pixels, fmt)
         depth = postprocess_depth(depth, p.edge_dilation, p.foreground_scale)
+        strength = None
+        if AUTO in (p.divergence, p.convergence):
+            strength = self._comfort_for((h, w))(depth, cuts or [False] * b)
+            self._record_strength(*strength)
         out = torch.empty((b, *self._packed_frame_shape(h, w)), dtype=torch.uint8, device=pixels.device)
         sources, targets = planes.split(pixels, fmt), planes.split(out, fmt)
         # Where every pixel reads from is solved for the whole batch at once, on the depth grid.
-        batch_offsets = None if p.layout is Layout.DEPTH else eye_offsets(depth, p, (h, w))
+        batch_offsets = None if p.layout is Layout.DEPTH else eye_offsets(depth, p, (h, w), strength)
         for i in range(b):
             source, target = [q[i:i + 1] for q in sources], [q[i:i + 1] for q in targets]
             if batch_offsets is None:
@@ -188,7 +205,8 @@ class StereoConverter:
                     frame_slot.copy_(src)
                     depth_slot.copy_(g)
                 continue
-            offsets = [None if o is None else o[i:i + 1] for o in batch_offsets]
+            offsets = [None if r is None else Reads(*(None if t is None else t[i:i + 1] for t in r))
+                       for r in batch_offsets]
             slots = [eye_slots(dst, p.layout) for dst in target]
             if slots[0] is not None:
                 for eye, offset in enumerate(offsets):
@@ -197,9 +215,9 @@ class StereoConverter:
                         for src, view in zip(source, views):
                             view.copy_(src)
                     else:
-                        warp_planes(source, offset, w, outs=views)
+                        render_planes(source, offset, w, outs=views)
                 continue
-            left, right = (source if o is None else warp_planes(source, o, w) for o in offsets)
+            left, right = (source if o is None else render_planes(source, o, w) for o in offsets)
             if mixes_colours(p.layout) and fmt is not PixelFormat.RGB24:
                 packed = planes.from_rgb(compose(planes.to_rgb(left, fmt), planes.to_rgb(right, fmt), p.layout), fmt)
             else:
@@ -207,9 +225,22 @@ class StereoConverter:
             for dst, q in zip(target, packed):
                 dst.copy_(q)
         self._record(depth)
-        shift = float(eye_shift(depth, p, (h, w)).abs().amax())
+        shift = float(eye_shift(depth, p, (h, w), strength).abs().amax())
         self.stats.max_abs_shift_px = max(self.stats.max_abs_shift_px, shift)
         return out.cpu().numpy()
+
+    def _comfort_for(self, frame_size: tuple[int, int]) -> ComfortController:
+        if self._comfort is None:
+            self._comfort = ComfortController(self.params, frame_size)
+        return self._comfort
+
+    def _record_strength(self, divergence: torch.Tensor, convergence: torch.Tensor) -> None:
+        """Range of the automatic settings actually used (for the run's metadata)."""
+        extra = self.stats.extra
+        for name, values in (("divergence", divergence), ("convergence", convergence)):
+            lo, hi = float(values.amin()), float(values.amax())
+            old = extra.get(f"auto_{name}")
+            extra[f"auto_{name}"] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
 
     def _record(self, depth: torch.Tensor) -> None:
         st = self.stats
@@ -239,7 +270,7 @@ def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,
     (``StereoConverter.estimator``: flip TTA included).
     """
     device = device or pick_device()
-    short_side = short_side or getattr(estimator, "short_side", None) or 224
+    short_side = short_side or getattr(estimator, "short_side", None) or CPU_DEPTH_SHORT_SIDE
 
     def nearness() -> Iterator[torch.Tensor]:
         it = iter(frames)

@@ -207,12 +207,14 @@ class HeuristicDepth:
         return torch.where(is_cut, torch.zeros_like(flow), _zscore(flow) * confidence)
 
 
-def load_estimator(name: str, device: torch.device | str = "cpu", short_side: int = 224) -> DepthEstimator:
-    """The estimator for a ``StereoParams.depth_model`` value."""
+def load_estimator(name: str, device: torch.device | str = "cpu", short_side: int | None = None) -> DepthEstimator:
+    """The estimator for a ``StereoParams.depth_model`` value ("auto" resolved by
+    ``models.choose_model``); ``short_side`` None: the model's default for the device."""
+    from stereospot_pipeline.stereo.models import choose_model, load_learned_depth
+
+    name = choose_model(name).model
     if name == "heuristic":
         return HeuristicDepth()
     if name == "heuristic-motion":
         return HeuristicDepth(motion=True)
-    from stereospot_pipeline.stereo.models import load_depth_anything
-
-    return load_depth_anything(name, device=device, short_side=short_side)
+    return load_learned_depth(name, device=device, short_side=short_side)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
+
+
+AUTO = "auto"
+# Depth inference resolution (short side) on a CPU; on CUDA each model runs at its own.
+CPU_DEPTH_SHORT_SIDE = 224
 
 
 class Layout(str, Enum):
@@ -49,8 +54,12 @@ class StereoParams(BaseModel):
     """How one video is turned into stereo. Defaults match common VR viewing comfort."""
 
     layout: Layout = Layout.FULL_SBS
-    divergence: float = Field(2.0, ge=0.0, le=10.0, description="max disparity, % of the larger side")
-    convergence: float = Field(0.5, ge=0.0, le=1.0, description="depth (0=far, 1=near) on the screen plane")
+    divergence: Annotated[float, Field(ge=0.0, le=10.0)] | Literal["auto"] = Field(
+        2.0, description="max disparity, % of the larger side; 'auto': per scene, as much as the "
+                         "comfort budget allows (stereo/comfort.py)")
+    convergence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = Field(
+        0.5, description="depth (0=far, 1=near) on the screen plane; 'auto': the main subject's, "
+                         "smoothed over time")
     method: WarpMethod = WarpMethod.FORWARD_FILL
     ipd_offset: float = Field(0.0, ge=-5.0, le=5.0, description="extra per-eye shift, % of the larger "
                               "side; > 0 brings the whole scene forward, < 0 pushes it back")
@@ -65,8 +74,12 @@ class StereoParams(BaseModel):
     temporal_smoothing: float = Field(0.8, ge=0.0, lt=1.0, description="per pixel, weight of the "
                                       "previous frame's depth where the picture holds still (moving "
                                       "content is not smoothed); removes depth shimmer; 0 = off")
-    depth_model: str = Field("heuristic", description="'heuristic' (weight-free) or a Depth Anything name/dir")
-    depth_short_side: int = Field(224, ge=56, le=1036, description="depth inference resolution (short side)")
+    depth_model: str = Field(AUTO, description="'auto' (the best installed learned model, else the "
+                             "weight-free 'heuristic'), 'heuristic', a name from `stereospot models "
+                             "list` or a folder written by save_pretrained")
+    depth_short_side: int | None = Field(None, ge=56, le=1536, description="depth inference resolution "
+                                         "(short side); default: the model's own on CUDA (392 for Depth "
+                                         f"Anything), {CPU_DEPTH_SHORT_SIDE} on CPU")
     edge_dilation: int = Field(2, ge=0, le=8, description="grow near depth into the background at depth "
                                "edges: this many px along x, half as many along y (at depth resolution)")
     flip_tta: bool = Field(False, description="average depth with that of the mirrored frame (2x depth cost)")

@@ -11,6 +11,7 @@ resampling pass per plane moves the image's pixels.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -32,8 +33,8 @@ def _pixels_per_percent(height: int, width: int) -> float:
     return max(height, width) / 200.0
 
 
-def eye_shift(depth: torch.Tensor, params: StereoParams,
-              frame_size: tuple[int, int] | None = None) -> torch.Tensor:
+def eye_shift(depth: torch.Tensor, params: StereoParams, frame_size: tuple[int, int] | None = None,
+              strength: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Shift of the left eye's content (the right eye gets the negation). depth [B,1,h,w] in
     0..1 (1 = near) -> [B,1,h,w] in pixels of a frame of ``frame_size`` (H, W), by default the
     depth's own size.
@@ -41,9 +42,12 @@ def eye_shift(depth: torch.Tensor, params: StereoParams,
     shift = (divergence * (depth - convergence) + ipd_offset) / 100 * max(H, W) / 2: objects
     nearer than the convergence plane move right in the left eye and left in the right eye, so
     they appear in front of the screen. ``ipd_offset`` moves the whole scene forward (> 0) or back.
+    ``strength``: per-frame (divergence, convergence) [B,1,1,1] in place of the params' (which
+    may be "auto": ``comfort.ComfortController`` supplies them).
     """
     h, w = frame_size or depth.shape[-2:]
-    shift = (params.divergence * (depth - params.convergence) + params.ipd_offset) * _pixels_per_percent(h, w)
+    divergence, convergence = strength or (params.divergence, params.convergence)
+    shift = (divergence * (depth - convergence) + params.ipd_offset) * _pixels_per_percent(h, w)
     if params.preserve_screen_border:
         shift = shift * border_ramp(depth.shape[-1], depth.device, depth.dtype)
     return shift
@@ -161,10 +165,22 @@ def fill_from_background(values: torch.Tensor, key: torch.Tensor, valid: torch.T
     return torch.where(valid, values, values.gather(3, source.expand(b, c, h, w)))
 
 
-def forward_offset(depth_key: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+class Reads(NamedTuple):
+    """Where one view's pixels read from, on the depth grid: ``offset`` [B,1,h,w] in pixels of
+    the frame, and for methods that know them the disocclusion ``holes`` [B,1,h,w] bool (targets
+    no source pixel reaches, filled from the background side) and the depth ``key`` [B,1,h,w] of
+    what each target shows (grid pixels, larger = nearer), for ``inpaint.fill_holes``."""
+
+    offset: torch.Tensor
+    holes: torch.Tensor | None = None
+    key: torch.Tensor | None = None
+
+
+def forward_offset(depth_key: torch.Tensor, shift: torch.Tensor) -> Reads:
     """Where each target pixel reads from under a z-ordered forward splat with background fill.
     depth_key [B,1,h,w] (larger = nearer), shift [B,1,h,w], both in pixels of this grid ->
-    read offset [B,1,h,w] (the target at x shows the source at x + offset).
+    ``Reads`` with the read offset [B,1,h,w] (the target at x shows the source at x + offset),
+    in pixels of this grid.
 
     Each source column lands at x + shift with linear weights on the two nearest target columns;
     at each target only splats within ``_Z_TOLERANCE_PX`` of the nearest depth key count, so
@@ -198,22 +214,38 @@ def forward_offset(depth_key: torch.Tensor, shift: torch.Tensor) -> torch.Tensor
 
     valid = (weight_sum > _HOLE_WEIGHT).view(b, 1, h, w)
     read = column_sum.div_(weight_sum.clamp_min(_HOLE_WEIGHT)).view(b, 1, h, w)
-    return fill_from_background(read, zbuffer.view(b, 1, h, w), valid) - xs
+    zbuffer = zbuffer.view(b, 1, h, w)
+    # One gather for both: holes read (and take the key of) their background-side neighbour.
+    filled = fill_from_background(torch.cat([read, zbuffer.clamp_min(-1e9)], dim=1), zbuffer, valid)
+    return Reads(filled[:, :1] - xs, ~valid, filled[:, 1:])
 
 
 def view_offset(depth_key: torch.Tensor, shift: torch.Tensor, method: WarpMethod,
-                frame_width: int) -> torch.Tensor:
+                frame_width: int) -> Reads:
     """Where one view's pixels read from. ``shift`` [B,1,h,w] moves content by that many pixels
     of a frame ``frame_width`` wide; ``depth_key`` [B,1,h,w] (larger = nearer, same pixels)
-    resolves occlusion where the method does -> read offset [B,1,h,w] in those pixels, on the
+    resolves occlusion where the method does -> ``Reads`` (offset in those pixels), on the
     depth's grid (h, w may be far below the frame's size)."""
     scale = shift.shape[-1] / frame_width  # grid pixels per frame pixel
     if method is WarpMethod.BACKWARD:
         # Reads the shift at the target instead of the source: cheap, ghosts at depth edges.
-        return -shift
+        return Reads(-shift)
     if method is WarpMethod.FORWARD_FILL:
-        return forward_offset(depth_key * scale, shift * scale) / scale
+        reads = forward_offset(depth_key * scale, shift * scale)
+        return reads._replace(offset=reads.offset / scale)
     raise ValueError(f"unknown warp method {method!r}")
+
+
+def render_planes(planes: list[torch.Tensor], reads: Reads, frame_width: int,
+                  outs: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """``warp_planes`` with ``reads.offset``, then the disocclusion holes inpainted from the
+    background side (``inpaint.fill_holes``) where the method found them."""
+    from stereospot_pipeline.stereo.inpaint import fill_holes
+
+    outs = warp_planes(planes, reads.offset, frame_width, outs)
+    if reads.holes is not None:
+        fill_holes(outs, reads.holes, reads.key)
+    return outs
 
 
 def render_view(image: torch.Tensor, depth_key: torch.Tensor, shift: torch.Tensor,
@@ -222,27 +254,30 @@ def render_view(image: torch.Tensor, depth_key: torch.Tensor, shift: torch.Tenso
     pixels of the image; ``depth_key`` as in ``view_offset`` -> [B,C,H,W] of image's dtype,
     channels-last."""
     width = image.shape[-1]
-    return warp_plane(image, view_offset(depth_key, shift, method, width), width)
+    return render_planes([image], view_offset(depth_key, shift, method, width), width)[0]
 
 
-def eye_offsets(depth: torch.Tensor, params: StereoParams,
-                frame_size: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(left, right) read offsets [B,1,h,w] in pixels of a frame of ``frame_size`` (H, W) from
+def eye_offsets(depth: torch.Tensor, params: StereoParams, frame_size: tuple[int, int],
+                strength: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Reads | None, Reads | None]:
+    """(left, right) ``Reads`` [B,1,h,w] in pixels of a frame of ``frame_size`` (H, W) from
     depth [B,1,h,w] 0..1 (1 = near); ``None`` for an eye that shows the source frame unchanged.
 
     With ``synthetic_view`` 'left' or 'right' only that eye is rendered, with twice the shift
-    (same disparity, half the warp artefacts). The offsets hold for every plane of the frame
+    (same disparity, half the warp artefacts); ``strength`` as in ``eye_shift``. The offsets hold
+    for every plane of the frame
     (``warp_plane`` scales them to a plane's size), so the occlusion solve runs once per eye.
     """
     h, w = frame_size
-    shift = eye_shift(depth, params, (h, w))
-    key = depth * (params.divergence * _pixels_per_percent(h, w))
+    shift = eye_shift(depth, params, (h, w), strength)
+    divergence = params.divergence if strength is None else strength[0]
+    key = depth * (divergence * _pixels_per_percent(h, w))
     if params.synthetic_view == "left":
         return view_offset(2 * key, 2 * shift, params.method, w), None
     if params.synthetic_view == "right":
         return None, view_offset(2 * key, -2 * shift, params.method, w)
     # Both eyes in one batch: half the per-op overhead on the small depth grid.
-    left, right = view_offset(torch.cat([key, key]), torch.cat([shift, -shift]), params.method, w).chunk(2)
+    both = view_offset(torch.cat([key, key]), torch.cat([shift, -shift]), params.method, w)
+    left, right = (Reads(*(None if t is None else t.chunk(2)[i] for t in both)) for i in range(2))
     return left, right
 
 
@@ -251,7 +286,7 @@ def synthesize_views(image: torch.Tensor, depth: torch.Tensor,
     """(left, right) views. image [B,3,H,W] float or uint8, depth [B,1,h,w] 0..1 (1 = near) at
     any resolution up to the image's -> two [B,3,H,W] of image's dtype (see ``eye_offsets``)."""
     h, w = image.shape[-2:]
-    left, right = (image if o is None else warp_plane(image, o, w) for o in eye_offsets(depth, params, (h, w)))
+    left, right = (image if r is None else render_planes([image], r, w)[0] for r in eye_offsets(depth, params, (h, w)))
     return left, right
 
 

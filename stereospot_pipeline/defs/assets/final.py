@@ -83,8 +83,9 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         "size_bytes": result.size_bytes,
         "bitrate_kbps": MetadataValue.float(result.size_bytes * 8 / 1000 / max(result.duration_s, 1e-6)),
         "audio_tracks": len(result.audio),
-        "divergence": MetadataValue.float(params["divergence"]),
-        "convergence": MetadataValue.float(params["convergence"]),
+        # A number, or "auto" (chosen per scene: stereo_segments' per_segment table has the range).
+        "divergence": str(params["divergence"]),
+        "convergence": str(params["convergence"]),
     })
 
 

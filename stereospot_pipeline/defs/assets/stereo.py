@@ -35,13 +35,14 @@ from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.render import RenderResult, render_segment, whole_video_depth_range
 from stereospot_pipeline.media.segment import SegmentPlan
 from stereospot_pipeline.stereo.convert import StereoConverter, pick_device
+from stereospot_pipeline.stereo.models import choose_model, upgrade_hint
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.settings import Settings
-from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, StereoParams
+from stereospot_pipeline.stereo.params import AUTO, LAYOUT_SUFFIX, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
-ENGINE_VERSION = "5"  # bump whenever the engine renders different pixels: cached segments are keyed on it
+ENGINE_VERSION = "6"  # bump whenever the engine renders different pixels: cached segments are keyed on it
 
 # Production routes this op to GPU capacity through the ECS executor; locally the tags are inert.
 GPU_OP_TAGS = gpu_op_tags(Settings())
@@ -50,6 +51,22 @@ GPU_OP_TAGS = gpu_op_tags(Settings())
 class StereoConfig(Config, StereoParams):
     """Run config of the stereo step: the engine's StereoParams plus pipeline options."""
 
+    # Dagster config has no number-or-"auto" type: the numbers stay numbers, and these flags
+    # say "auto" (the number is then ignored).
+    divergence: float = Field(2.0, ge=0.0, le=10.0, description="max disparity, % of the larger side")
+    convergence: float = Field(0.5, ge=0.0, le=1.0, description="depth (0=far, 1=near) on the screen plane")
+    auto_divergence: bool = Field(False, description="per scene, as much strength as the comfort budget "
+                                                     "allows (divergence='auto')")
+    auto_convergence: bool = Field(False, description="the main subject on the screen plane "
+                                                      "(convergence='auto')")
+
+    def stereo_params(self) -> StereoParams:
+        values = self.model_dump(exclude={"seam_free", "auto_divergence", "auto_convergence"})
+        for name in ("divergence", "convergence"):
+            if getattr(self, f"auto_{name}"):
+                values[name] = AUTO
+        return StereoParams.model_validate(values)
+
     seam_free: bool = Field(
         True, description="normalise depth with one range measured over the whole video, so "
                           "independently converted segments join without depth jumps")
@@ -57,7 +74,12 @@ class StereoConfig(Config, StereoParams):
 
 def stereo_run_config(params: StereoParams) -> dict:
     """``params`` as run config: Dagster names enum values by member name (``FULL_SBS``)."""
-    return {k: (v.name if isinstance(v, Enum) else v) for k, v in params.model_dump().items()}
+    config = {k: (v.name if isinstance(v, Enum) else v) for k, v in params.model_dump().items()}
+    defaults = StereoParams()
+    for name in ("divergence", "convergence"):
+        if config[name] == AUTO:
+            config[name], config[f"auto_{name}"] = getattr(defaults, name), True
+    return config
 
 
 def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, engine: EngineResource,
@@ -88,7 +110,11 @@ def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, stor
     key = context.partition_key
     plan = store.get_json(keys.segment_plan(key))
     sha = store.get_json(registry_key(key))["sha256"]
-    params = StereoParams.model_validate(config.model_dump())
+    params = config.stereo_params()
+    # "auto" is resolved once, here: every segment (and the cache key) then names the same model.
+    choice = choose_model(params.depth_model)
+    context.log.info(choice.describe())
+    params = params.model_copy(update={"depth_model": choice.model})
     depth_range = _whole_video_depth_range(context, store, engine, params, sha) if config.seam_free else None
     fingerprint = hashlib.sha256(
         f"{sha}|{plan['plan_id']}|{params.fingerprint()}|{json.dumps(depth_range, sort_keys=True)}|"
@@ -166,10 +192,11 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "fps": MetadataValue.float(frames / wall if wall else 0.0),
         "reused_segments": sum(r["reused"] for r in results),
         "layout": params.layout.value,
-        "divergence": MetadataValue.float(params.divergence),
-        "convergence": MetadataValue.float(params.convergence),
+        "divergence": str(params.divergence),
+        "convergence": str(params.convergence),
         "method": params.method.value,
         "depth_model": params.depth_model,
+        **({"depth_model_hint": hint} if (hint := upgrade_hint(params.depth_model)) else {}),
         # The one nearness range every segment was normalised with (seam-free), or why there is none.
         "whole_video_depth_range": MetadataValue.json(
             results[0].get("depth_range") or {"none": "seam_free is off: each segment smooths its own range"}),
