@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     inbox_url: str | None = Field(None, description="where new videos arrive: a folder or s3://bucket/prefix")
     outbox_url: str | None = Field(None, description="where finished videos go: a folder or s3://bucket/prefix")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (tests, MinIO)")
+    model_store_url: str | None = Field(None, description="s3://bucket/prefix of depth model weights that "
+                                        "workers fetch once per host (stereospot models publish)")
     device: str = Field("auto", description="torch device for the stereo step: auto, cpu, cuda")
     inbox_settle_seconds: float = Field(2.0, ge=0, description="a file must be unchanged this long")
     inbox_max_per_tick: int = Field(10, ge=1, description="new videos registered per sensor tick")

@@ -338,6 +338,23 @@ def test_the_code_location_may_register_uploads_in_the_work_store(template, reso
     assert not allowed(names.resolve(statements), "s3:DeleteObject", f"arn:aws:s3:::{output}/work/registry/a.json")
 
 
+def test_gpu_workers_fetch_depth_weights_once_per_host_from_the_model_store(template, resources):
+    """A GPU step starts from a bare image: it reads the model store the definitions name and
+    keeps what it fetched on a host volume, so later tasks on the host find the model there."""
+    names = Names(resources)
+    output = names.resolve(template.to_json()["Outputs"]["OutputBucketName"]["Value"])
+    definition = task_definition(resources, "gpu-step")
+    (gpu,) = definition["ContainerDefinitions"]
+    env = {item["Name"]: item["Value"] for item in gpu["Environment"]}
+    assert names.resolve(env["STEREOSPOT_MODEL_STORE_URL"]) == f"s3://{output}/models"
+    (mount,) = gpu["MountPoints"]
+    (volume,) = [v for v in definition["Volumes"] if v["Name"] == mount["SourceVolume"]]
+    assert mount["ContainerPath"] == env["STEREOSPOT_MODELS_DIR"] and volume["Host"]["SourcePath"]
+    role = next(iter(refs(definition["TaskRoleArn"])))
+    statements = names.resolve(statements_of_role(resources, role))
+    assert allowed(statements, "s3:GetObject", f"arn:aws:s3:::{output}/models/depth-anything-v2-small/manifest.json")
+
+
 def test_every_process_may_build_the_run_launcher(resources):
     """Loading deploy/dagster.yaml builds the EcsRunLauncher (run monitoring asks it whether runs
     resume), which describes the run task definition: a role without the call cannot start."""

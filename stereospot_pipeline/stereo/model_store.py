@@ -28,7 +28,9 @@ class ModelStoreError(StereospotError):
 
 
 def store_url() -> str | None:
-    return os.environ.get("STEREOSPOT_MODEL_STORE_URL") or None
+    from stereospot_pipeline.settings import Settings
+
+    return Settings().model_store_url or None
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -39,9 +41,10 @@ def _split(url: str) -> tuple[str, str]:
 
 
 def _client():
+    from stereospot_pipeline.settings import Settings
     from stereospot_pipeline.storage.s3 import s3_client
 
-    return s3_client(os.environ.get("STEREOSPOT_S3_ENDPOINT_URL") or None)
+    return s3_client(Settings().s3_endpoint_url)
 
 
 def sha256_file(path: Path) -> str:

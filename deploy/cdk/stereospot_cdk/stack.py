@@ -27,6 +27,7 @@ from stereospot_cdk.tasks import ContainerEnvironment, GpuStepTask, RunWorkerTas
 # Paths inside the images built by deploy/docker.
 STATE_DIR = "/var/lib/stereospot"
 MODELS_DIR = "/opt/stereospot/models"
+MODELS_PREFIX = "models"
 
 
 class StereospotStack(cdk.Stack):
@@ -82,6 +83,7 @@ class StereospotStack(cdk.Stack):
             ),
             execution_role=execution_role,
             buckets=buckets,
+            models_dir=MODELS_DIR,
         )
         # The revision-pinned ARN: a run keeps starting its GPU steps from the revision it was
         # launched with, across deploys (old revisions are kept).
@@ -152,6 +154,9 @@ class StereospotStack(cdk.Stack):
                 "DAGSTER_COMPUTE_LOGS_PREFIX": COMPUTE_LOGS_PREFIX,
                 "STEREOSPOT_HOME": STATE_DIR,
                 "STEREOSPOT_MODELS_DIR": MODELS_DIR,
+                # Learned depth weights published with `stereospot models publish`; workers fetch
+                # them once per host into MODELS_DIR (the GPU hosts keep it on a host volume).
+                "STEREOSPOT_MODEL_STORE_URL": f"s3://{output}/{MODELS_PREFIX}",
                 "STEREOSPOT_INBOX_URL": f"s3://{buckets.input.bucket_name}/{INPUT_PREFIX}",
                 "STEREOSPOT_OUTBOX_URL": f"s3://{output}/{OUTPUT_PREFIX}",
                 "STEREOSPOT_STORE_URL": f"s3://{output}/{WORK_PREFIX}",

@@ -74,6 +74,7 @@ class GpuStepTask(Construct):
         environment: ContainerEnvironment,
         execution_role: iam.IRole,
         buckets: Buckets,
+        models_dir: str,
     ) -> None:
         super().__init__(scope, construct_id)
         # GPU steps only convert segments; unlike run workers they never start other tasks.
@@ -89,7 +90,10 @@ class GpuStepTask(Construct):
             task_role=self.role,
             execution_role=execution_role,
         )
-        self.definition.add_container(
+        # One models folder per GPU host: the tasks on it fetch each model from the model store
+        # once (under a file lock) instead of once per task.
+        self.definition.add_volume(name="models", host=ecs.Host(source_path="/var/lib/stereospot/models"))
+        container = self.definition.add_container(
             RUN_CONTAINER,
             image=image,
             gpu_count=1,
@@ -100,6 +104,7 @@ class GpuStepTask(Construct):
             secrets=environment.secrets,
             logging=log_driver(self.log_group, "gpu"),
         )
+        container.add_mount_points(ecs.MountPoint(container_path=models_dir, source_volume="models", read_only=False))
         keep_old_revisions(self.definition)
 
 
