@@ -248,7 +248,10 @@ def _copy_atomic(src: Path, dest: Path) -> None:
     partial file."""
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    from stereospot_pipeline.storage.local import new_file_mode
+
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    os.fchmod(fd, new_file_mode())
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
@@ -263,7 +266,7 @@ def _failure_messages(result) -> list[str]:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
-            while error.cause is not None and error.cls_name not in ("Failure", "InvalidVideoError"):
+            while error.cause is not None and error.cls_name not in ("Failure", "InvalidVideoError", "DiskFullError"):
                 error = error.cause
             messages.append(f"{event.step_key}: {error.message.strip()}")
     return messages or ["see the run's logs in the Dagster UI (`stereospot ui`)"]

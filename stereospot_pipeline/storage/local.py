@@ -9,7 +9,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stereospot_pipeline.storage.base import ObjectStore, check_key
+from stereospot_pipeline.storage.base import ObjectStore, check_key, disk_full
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, racing other threads)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode ``cp`` or ``open()`` would give a new file (mkstemp's 0600 would hide outputs
+    from the other users of a shared outbox)."""
+    return 0o666 & ~_umask()
 
 
 class LocalObjectStore(ObjectStore):
@@ -25,12 +45,15 @@ class LocalObjectStore(ObjectStore):
         fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=dest.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), new_file_mode())
                 write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if full := disk_full(exc, str(dest)):
+                raise full from exc
             raise
 
     def put_file(self, local: Path, key: str) -> None:
