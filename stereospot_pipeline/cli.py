@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from stereospot_pipeline.analytics.report import Prices
@@ -423,7 +424,7 @@ class _ProgressWatcher:
                         eta = elapsed / done * (total - done) if total else 0.0
                         err.print(f"segment {done}/{total} converted ({elapsed:.0f}s elapsed, ETA {eta:.0f}s)")
                 elif event.event_type == DagsterEventType.ENGINE_EVENT and WAIT_MESSAGE in (event.message or ""):
-                    held_by = event.event_specific_data.metadata["held_by"].value
+                    held_by = escape(event.event_specific_data.metadata["held_by"].value)
                     progress.update(task, description=f"waiting for the gpu slot: held by {held_by}")
                     if not live:
                         err.print(f"waiting for the gpu slot: held by {held_by}")

@@ -13,10 +13,14 @@ under their content keys, so converting the video again resumes where the dead r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.events import JobFailureData, RunFailureReason
@@ -91,9 +95,25 @@ def dead_message(worker: Worker) -> str:
             "the video again to finish it.")
 
 
+@contextmanager
+def _recovery_lock(instance: DagsterInstance) -> Iterator[None]:
+    """CLI commands and the daemon's sensor starting at once must not both report one dead run."""
+    if not instance.root_directory:
+        yield
+        return
+    with open(Path(instance.root_directory) / ".recovery.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def recover_dead_runs(instance: DagsterInstance) -> list[str]:
     """Mark runs of this host whose worker process is gone as failed (canceled if they were being
     canceled) and free every pool slot held by a finished run. Returns the recovered run ids."""
+    with _recovery_lock(instance):
+        return _recover(instance)
+
+
+def _recover(instance: DagsterInstance) -> list[str]:
     host = socket.gethostname()
     recovered = []
     for run in instance.get_runs(filters=RunsFilter(statuses=_ACTIVE, tags={HOST_TAG: host})):
