@@ -290,3 +290,86 @@ def test_ctrl_c_in_the_middle_of_the_segments_cancels_and_keeps_finished_ones(tm
         assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
     assert _outputs(cli.home) == []
     print(f"\nSIGINT during the segments: stopped in {stop_seconds:.1f}s, {kept} finished segment(s) kept")
+
+
+SOAK_BOUND_S = 420
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SOAK_BOUND_S + 300)
+def test_cli_and_ui_share_one_state_folder_and_the_daemon_recovers_a_killed_cli_run(tmp_path, clips):
+    """`stereospot ui` (webserver, daemon, sensors) and CLI conversions on one SQLite instance: a
+    CLI run killed beside the UI is marked failed by the daemon's dead_run_sensor with no command
+    run; then 10 conversions from both sides at once (5 CLI commands, 5 inbox drops) all finish,
+    each video converted once, with no "database is locked" anywhere."""
+    from stereospot_pipeline_tests.support.ui import Ui
+    from stereospot_pipeline_tests.test_load import _tiny
+
+    cli = Cli(tmp_path / "home", tmp_path / "scratch")
+    ui = Ui(cli.home, tmp_path / "ui.log")
+    cli_clips = [clips["same"], *(_tiny(tmp_path / f"cli {i}.mp4", i) for i in range(4))]
+    inbox_clips = [_tiny(tmp_path / f"dropped {i}.mp4", 10 + i) for i in range(5)]
+    logs = []
+    try:
+        ui.start()
+        log = tmp_path / "killed.log"
+        proc = cli.start(clips["same"], log)
+        try:
+            _wait(lambda: cli.stereo_done(clips["same"]) >= 1, proc, log, timeout=180)
+        finally:
+            _stop(proc)
+        (dead,) = cli.runs()
+        killed_at = time.monotonic()
+        while cli.runs()[0].status != DagsterRunStatus.FAILURE:
+            assert time.monotonic() - killed_at < 90, f"not recovered by the daemon:\n{ui.log.read_text()[-3000:]}"
+            time.sleep(1)
+        recovered_after = time.monotonic() - killed_at
+
+        started = time.monotonic()
+        inbox = cli.home / "inbox"
+        inbox.mkdir(parents=True, exist_ok=True)
+        past = time.time() - 30  # settled: the sensor takes files unchanged for a while
+        for clip in inbox_clips:
+            os.replace(clip, inbox / clip.name)
+            os.utime(inbox / clip.name, (past, past))
+        procs = []
+        for i, clip in enumerate(cli_clips):
+            logs.append(tmp_path / f"cli-{i}.log")
+            procs.append(cli.start(clip, logs[-1]))
+        codes = [p.wait(timeout=SOAK_BOUND_S) for p in procs]
+        assert codes == [0] * len(procs), [log.read_text()[-2000:] for log in logs]
+        expected = 10
+        while len([p for p in _outputs(cli.home) if p.suffix == ".mp4"]) < expected:
+            assert time.monotonic() - started < SOAK_BOUND_S, f"{_outputs(cli.home)}\n{ui.log.read_text()[-3000:]}"
+            time.sleep(1)
+        # No run left in progress (the daemon's runs end after publishing).
+        while [r for r in cli.runs() if r.status in _ACTIVE]:
+            assert time.monotonic() - started < SOAK_BOUND_S, "runs still in progress"
+            time.sleep(1)
+        soak_seconds = time.monotonic() - started
+        time.sleep(6)  # another sensor tick: nothing is converted twice
+    finally:
+        ui.stop()
+        for p in locals().get("procs", []):
+            _stop(p)
+
+    texts = [ui.log.read_text(), *(log.read_text() for log in logs)]
+    assert not [t for t in texts if "database is locked" in t]
+    outputs = _outputs(cli.home)
+    assert len(outputs) == 10 and all(p.suffix == ".mp4" for p in outputs)
+    for clip in [*cli_clips, *inbox_clips]:
+        outbox_file(cli.home / "outbox", clip.stem)
+    _same_frames(_frames(outbox_file(cli.home / "outbox", "trip")), clips["reference"]["trip.mp4"])
+    from dagster import AssetKey, AssetRecordsFilter
+
+    with cli.instance() as instance:
+        runs = instance.get_runs()
+        statuses = sorted(r.status.value for r in runs if r.run_id != dead.run_id)
+        assert statuses == ["SUCCESS"] * 10, statuses
+        published = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("published_video")),
+                                                    limit=100).records
+        per_video = sorted(r.partition_key for r in published)
+        assert len(per_video) == len(set(per_video)) == 10
+        assert "is gone" in _failure_message(instance, dead.run_id)
+    print(f"\nui beside: the daemon recovered the killed CLI run in {recovered_after:.0f}s; soak of 10 "
+          f"conversions (5 CLI at once + 5 inbox drops) in {soak_seconds:.0f}s, no 'database is locked'")
