@@ -269,7 +269,10 @@ def _failure_messages(result) -> list[str]:
             error = event.event_specific_data.error
             while error.cause is not None and error.cls_name not in ("Failure", "InvalidVideoError", "DiskFullError"):
                 error = error.cause
-            messages.append(f"{event.step_key}: {error.message.strip()}")
+            text = error.message.strip()
+            # "dagster._core.definitions.events.Failure: <what to do>": the class path says nothing to a user.
+            head, sep, rest = text.partition(": ")
+            messages.append(f"{event.step_key}: {rest if sep and head.endswith(error.cls_name) else text}")
     return messages or ["see the run's logs in the Dagster UI (`stereospot ui`)"]
 
 

@@ -19,6 +19,7 @@ from dagster import instance_for_test
 
 from stereospot_pipeline.defs.resources import build_resources
 from stereospot_pipeline.settings import Settings
+from stereospot_pipeline.stereo.params import StereoParams
 from stereospot_pipeline_tests.clips import make_clip
 from stereospot_pipeline_tests.conftest import convert, metadata, outbox_file
 from stereospot_pipeline_tests.test_resume import _frames, _same_frames
@@ -45,29 +46,37 @@ def _on_disk(paths) -> int:
     return sum(math.ceil(p.stat().st_size / PAGE) * PAGE for p in paths if p.is_file())
 
 
+# High quality, so the joined file outgrows the cut pieces (which carry a pre-roll each).
+LARGE = StereoParams(crf=8)
+
+
 @pytest.fixture(scope="module")
 def sized(tmp_path_factory) -> dict:
-    """A 4-segment clip converted once without limits: what each location needs, and the frames."""
+    """A 4-segment clip converted once without limits, at the CLI's defaults and with LARGE
+    segments: what each location needs, and the frames to compare with."""
     folder = tmp_path_factory.mktemp("disk-full")
     clip = make_clip(folder / "VID_0001.mp4", seconds=2.0, fps=10, gop=5, size="480x270")
-    home = folder / "reference"
+    sizes = {"clip": clip}
     with instance_for_test() as instance:
-        key, result = convert(instance, build_resources(Settings(home=home)), clip, segment_seconds=SEGMENT_SECONDS)
-    assert result.success
-    store = home / "store"
+        for name, params in (("default", StereoParams()), ("large", LARGE)):
+            home = folder / name
+            _, result = convert(instance, build_resources(Settings(home=home)), clip,
+                                segment_seconds=SEGMENT_SECONDS, params=params)
+            assert result.success
+            sizes[f"{name}_frames"] = _frames(metadata(result, "published_video")["output"])
+    store = folder / "large" / "store"
     stereo = sorted((store / "stereo").rglob("*.mp4"))
     final = next((store / "final").rglob("*.mp4"))
     assert len(stereo) == 4
     return {
-        "clip": clip,
-        "frames": _frames(metadata(result, "published_video")["output"]),
+        **sizes,
         # Everything the store holds before the stereo segments, then half of them.
         "store": _on_disk(p for p in store.rglob("*") if "stereo" not in p.parts and "final" not in p.parts)
         + MARGIN + _on_disk(stereo) // 2,
         # The temporary folder holds the cut pieces, then one stereo segment, then the joined file.
         "tmp": max(_on_disk((store / "segments").rglob("*.nut")), _on_disk(stereo[:1])) + MARGIN,
         "joined": final.stat().st_size,
-        "outbox": final.stat().st_size // 2,
+        "outbox": next((folder / "default" / "store" / "final").rglob("*.mp4")).stat().st_size // 2,
     }
 
 
@@ -100,7 +109,7 @@ def test_a_full_disk_names_the_location_leaves_nothing_partial_and_the_next_run_
         if where == "join":
             monkeypatch.setattr(tempfile, "tempdir", str(small))
         resources = build_resources(settings)
-        _, result = convert(instance, resources, sized["clip"], segment_seconds=SEGMENT_SECONDS)
+        _, result = convert(instance, resources, sized["clip"], segment_seconds=SEGMENT_SECONDS, params=LARGE)
         assert not result.success
         text = _failure_text(result)
         assert f"no space left writing {small}/" in text and "free space there and run again" in text, text
@@ -113,9 +122,9 @@ def test_a_full_disk_names_the_location_leaves_nothing_partial_and_the_next_run_
         for segment in (store / "stereo").rglob("0*.mp4"):
             assert segment.with_suffix(".json").is_file()
         free_space()
-        _, again = convert(instance, resources, sized["clip"], segment_seconds=SEGMENT_SECONDS)
+        _, again = convert(instance, resources, sized["clip"], segment_seconds=SEGMENT_SECONDS, params=LARGE)
         assert again.success
-        _same_frames(_frames(outbox_file(outbox, "VID_0001")), sized["frames"])
+        _same_frames(_frames(outbox_file(outbox, "VID_0001")), sized["large_frames"])
         assert _partials(store, outbox, small) == []
     print(f"\ndisk full at the {where}: {text.split(' | ')[0]}")
 
@@ -135,7 +144,7 @@ def test_a_full_outbox_fails_the_cli_conversion_with_a_clear_message(tmp_path, s
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "reused 4 of 4 segment(s)" in done.stdout
-        _same_frames(_frames(outbox_file(small, "VID_0001")), sized["frames"])
+        _same_frames(_frames(outbox_file(small, "VID_0001")), sized["default_frames"])
         assert [p.name for p in small.iterdir() if p.name.startswith(".")] == []
-    line = next(l for l in failed.stderr.splitlines() if "no space left" in l)
+    line = next(l for l in failed.stderr.splitlines() if l.strip().startswith("published_video: no space"))
     print(f"\ndisk full at publishing, as the CLI says it:\n{line.strip()}")
