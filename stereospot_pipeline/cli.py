@@ -133,7 +133,15 @@ def convert(
     produced = Path(meta_all["published_video"]["output"].value)
     meta = meta_all["final_video"]
     if output is not None:
-        _copy_atomic(produced, output)
+        try:
+            _copy_atomic(produced, output)
+        except OSError as exc:
+            from stereospot_pipeline.storage import disk_full
+
+            if (full := disk_full(exc, str(output))) is None:
+                raise
+            err.print(f"[red]error:[/] {full} (the converted video is in {produced})")
+            raise typer.Exit(1) from exc
         produced = output
     seconds = time.perf_counter() - started
     frames = meta["frames"].value
