@@ -67,6 +67,16 @@ def worker_tags() -> dict[str, str]:
             **NO_DAEMON_RETRY}
 
 
+def record_worker(instance: DagsterInstance | None, run) -> None:
+    """Tag ``run`` with the current process as its worker, for runs launched by the daemon (the CLI
+    tags its runs when it creates them). Called when the run's resources are set up, which for
+    local runs happens once, in the run's own process."""
+    if instance is None or run is None or Worker.of(run.tags) is not None:
+        return
+    tags = worker_tags()
+    instance.add_run_tags(run.run_id, {k: tags[k] for k in (HOST_TAG, PID_TAG, STARTED_TAG)})
+
+
 @dataclass(frozen=True)
 class Worker:
     host: str

@@ -373,3 +373,37 @@ def test_cli_and_ui_share_one_state_folder_and_the_daemon_recovers_a_killed_cli_
         assert "is gone" in _failure_message(instance, dead.run_id)
     print(f"\nui beside: the daemon recovered the killed CLI run in {recovered_after:.0f}s; soak of 10 "
           f"conversions (5 CLI at once + 5 inbox drops) in {soak_seconds:.0f}s, no 'database is locked'")
+
+
+def test_the_daemon_sensor_recovers_a_daemon_run_whose_worker_was_killed(tmp_path):
+    """A run launched by the daemon names its worker when its resources are set up; killed, the
+    dead_run_sensor marks it failed and frees its slot, and a live run is left alone."""
+    from dagster import build_sensor_context, instance_for_test
+
+    from stereospot_pipeline.defs.recovery import dead_run_sensor
+    from stereospot_pipeline.runs import Worker, record_worker
+
+    with instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 1}}}) as instance:
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        try:
+            runs = [create_run_for_test(instance, job_name="convert_video", status=DagsterRunStatus.STARTED)
+                    for _ in range(2)]
+            # What a run worker does when its resources are set up: this process is the live one's.
+            record_worker(instance, runs[1])
+            assert Worker.of(instance.get_run_by_id(runs[1].run_id).tags).pid == os.getpid()
+            instance.add_run_tags(runs[0].run_id, worker_tags_of(worker.pid))
+            instance.event_log_storage.initialize_concurrency_limit_to_default("gpu")
+            assert instance.event_log_storage.claim_concurrency_slot("gpu", runs[0].run_id, "render").is_claimed
+        finally:
+            worker.kill()
+            worker.wait()
+        result = dead_run_sensor(build_sensor_context(instance=instance))
+        assert runs[0].run_id in result.skip_message
+        assert instance.get_run_by_id(runs[0].run_id).status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(runs[1].run_id).status == DagsterRunStatus.STARTED
+        assert "is gone" in _failure_message(instance, runs[0].run_id)
+        assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
+
+
+def worker_tags_of(pid: int) -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), STARTED_TAG: f"{process_start_time(pid):.2f}"}
