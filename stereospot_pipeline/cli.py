@@ -128,10 +128,11 @@ def convert(
         for message in _failure_messages(result):
             err.print(f"  {message}")
         raise typer.Exit(1)
-    meta_all = {m.asset_key.to_user_string(): m.materialization.metadata
-                for m in result.get_asset_materialization_events()}
-    produced = Path(meta_all["published_video"]["output"].value)
-    meta = meta_all["final_video"]
+    meta = {m.asset_key.to_user_string(): m.materialization.metadata
+            for m in result.get_asset_materialization_events()}
+    produced = Path(meta["published_video"]["output"].value)
+    reused, segments = (meta["stereo_segments"][k].value for k in ("reused_segments", "segments"))
+    meta = meta["final_video"]
     if output is not None:
         try:
             _copy_atomic(produced, output)
@@ -145,10 +146,8 @@ def convert(
         produced = output
     seconds = time.perf_counter() - started
     frames = meta["frames"].value
-    reused = meta_all["stereo_segments"]["reused_segments"].value
     if reused:
-        out.print(f"reused {reused} of {meta_all['stereo_segments']['segments'].value} segment(s) "
-                  "converted by an earlier run")
+        out.print(f"reused {reused} of {segments} segment(s) converted by an earlier run")
     out.print(f"[green]done:[/] {produced.resolve()}")
     out.print(f"{frames} frames, {meta['resolution'].value} {meta['layout'].value}, "
               f"{meta['duration_s'].value:.2f}s of video in {seconds:.1f}s ({frames / seconds:.1f} fps); "
@@ -439,6 +438,8 @@ class _ProgressWatcher:
                     progress.update(task, description=f"waiting for the gpu slot: held by {held_by}")
                     if not live:
                         err.print(f"waiting for the gpu slot: held by {held_by}")
+                elif event.event_type == DagsterEventType.STEP_START and event.step_key.startswith(_RENDER_STEP):
+                    progress.update(task, description="converting segments")  # after a wait for the slot
                 elif event.event_type == DagsterEventType.STEP_START and event.step_key == "final_video":
                     progress.update(task, description="joining segments + audio")
                     if not live:

@@ -55,7 +55,7 @@ def sized(tmp_path_factory) -> dict:
     """A 4-segment clip converted once without limits, at the CLI's defaults and with LARGE
     segments: what each location needs, and the frames to compare with."""
     folder = tmp_path_factory.mktemp("disk-full")
-    clip = make_clip(folder / "VID_0001.mp4", seconds=2.0, fps=10, gop=5, size="480x270")
+    clip = make_clip(folder / "VID_0001.mp4", seconds=2.0, fps=10, gop=5, size="320x180")
     sizes = {"clip": clip}
     with instance_for_test() as instance:
         for name, params in (("default", StereoParams()), ("large", LARGE)):
