@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from stereospot_pipeline.defs.inbox import LocalInbox
 from stereospot_pipeline.defs.resources import build_resources
 from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.settings import Settings
+from stereospot_pipeline.storage import LocalObjectStore
 from stereospot_pipeline_tests.clips import decode_all, make_clip
 from stereospot_pipeline_tests.test_inbox_sensor import _age, _tick
 from stereospot_pipeline_tests.test_s3_sensor import Inbox
@@ -60,6 +62,22 @@ def test_the_cli_never_overwrites_another_videos_or_another_settings_output(tmp_
     assert len({a, b, stronger}) == 3 and all(NAME.fullmatch(p.name) for p in (a, b, stronger))
     assert sorted(outbox.iterdir()) == sorted([a, b, stronger])
     assert (_width(a), _width(b), _width(stronger)) == (192, 256, 192)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (a, b, stronger)} == {0o666 & ~umask}  # as cp would
+
+
+def test_stored_files_get_the_permissions_cp_would_give(tmp_path):
+    store = LocalObjectStore(root=str(tmp_path / "shared outbox"))
+    before = os.umask(0o002)  # a group-shared folder
+    try:
+        store.put_bytes(b"x", "a/group.mp4")
+        os.umask(0o077)  # a private one
+        store.put_bytes(b"x", "a/private.mp4")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "shared outbox" / "a" / "group.mp4").stat().st_mode) == 0o664
+    assert stat.S_IMODE((tmp_path / "shared outbox" / "a" / "private.mp4").stat().st_mode) == 0o600
 
 
 def test_the_inbox_mirrors_its_folders_and_keeps_same_named_videos_apart(instance, tmp_path):
