@@ -6,6 +6,7 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from stereospot_pipeline.analytics.report import Prices
@@ -46,13 +48,21 @@ def prepare_instance(settings: Settings) -> Path:
 
 def open_instance(settings: Settings):
     """The local Dagster instance. Two commands started at once on a fresh state folder would both
-    create its SQLite schema and one would fail: the first opening happens under a file lock."""
+    create its SQLite schema and one would fail: the first opening happens under a file lock.
+
+    Runs whose process died (killed, out of memory, power loss) are recovered first: marked
+    failed and their pool slots freed, so they never block this command's conversion."""
     from dagster import DagsterInstance
+
+    from stereospot_pipeline.runs import recover_dead_runs
 
     home = prepare_instance(settings)
     with open(home / ".open.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return DagsterInstance.get()
+        instance = DagsterInstance.get()
+    for run_id in recover_dead_runs(instance):
+        err.print(f"[yellow]run {run_id} had died with its process: marked failed, its pool slots freed[/]")
+    return instance
 
 
 def _auto_or_number(low: float, high: float):
@@ -92,6 +102,7 @@ def convert(
     from stereospot_pipeline.defs.partitions import videos
     from stereospot_pipeline.defs.resources import build_resources
     from stereospot_pipeline.ingest import register_local_file
+    from stereospot_pipeline.runs import worker_tags
 
     if not input.is_file():
         err.print(f"[red]error:[/] {input}: no such file")
@@ -114,13 +125,24 @@ def convert(
     token = uuid.uuid4().hex
     watcher = _ProgressWatcher(instance, token)
     started = time.perf_counter()
-    watcher.start()
-    try:
-        result = materialize(CONVERSION_ASSETS, instance=instance, partition_key=key, resources=resources,
-                             run_config=run_config, tags={_TOKEN_TAG: token, "stereospot/source": input.name},
-                             raise_on_error=False)
-    finally:
-        watcher.stop()
+    tags = {_TOKEN_TAG: token, "stereospot/source": input.name, **worker_tags()}
+    result = None
+    with _StopOnSignal(instance, token) as stopper:
+        watcher.start()
+        try:
+            result = materialize(CONVERSION_ASSETS, instance=instance, partition_key=key, resources=resources,
+                                 run_config=run_config, tags=tags, raise_on_error=False)
+        except KeyboardInterrupt:
+            if stopper.signal is None:
+                stopper.signal = signal.SIGINT
+        finally:
+            watcher.stop()
+            run = _run_of(instance, token)
+            if run is not None:
+                # Dagster frees a step's slot when the step ends; a step cut short may keep it.
+                instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        if stopper.signal is not None:
+            stopper.finish()
     _print_checks(result)
     if not result.success:
         err.print(f"[red]conversion of {input} failed[/] (run {result.run_id}):")
@@ -130,12 +152,23 @@ def convert(
     meta = {m.asset_key.to_user_string(): m.materialization.metadata
             for m in result.get_asset_materialization_events()}
     produced = Path(meta["published_video"]["output"].value)
+    reused, segments = (meta["stereo_segments"][k].value for k in ("reused_segments", "segments"))
     meta = meta["final_video"]
     if output is not None:
-        _copy_atomic(produced, output)
+        try:
+            _copy_atomic(produced, output)
+        except OSError as exc:
+            from stereospot_pipeline.storage import disk_full
+
+            if (full := disk_full(exc, str(output))) is None:
+                raise
+            err.print(f"[red]error:[/] {full} (the converted video is in {produced})")
+            raise typer.Exit(1) from exc
         produced = output
     seconds = time.perf_counter() - started
     frames = meta["frames"].value
+    if reused:
+        out.print(f"reused {reused} of {segments} segment(s) converted by an earlier run")
     out.print(f"[green]done:[/] {produced.resolve()}")
     out.print(f"{frames} frames, {meta['resolution'].value} {meta['layout'].value}, "
               f"{meta['duration_s'].value:.2f}s of video in {seconds:.1f}s ({frames / seconds:.1f} fps); "
@@ -349,7 +382,10 @@ def _copy_atomic(src: Path, dest: Path) -> None:
     partial file."""
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    from stereospot_pipeline.storage.local import new_file_mode
+
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    os.fchmod(fd, new_file_mode())
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
@@ -364,10 +400,105 @@ def _failure_messages(result) -> list[str]:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
-            while error.cause is not None and error.cls_name not in ("Failure", "InvalidVideoError"):
+            while error.cause is not None and error.cls_name not in ("Failure", "InvalidVideoError", "DiskFullError"):
                 error = error.cause
-            messages.append(f"{event.step_key}: {error.message.strip()}")
+            text = error.message.strip()
+            # "dagster._core.definitions.events.Failure: <what to do>": the class path says nothing to a user.
+            head, sep, rest = text.partition(": ")
+            messages.append(f"{event.step_key}: {rest if sep and head.endswith(error.cls_name) else text}")
     return messages or ["see the run's logs in the Dagster UI (`stereospot ui`)"]
+
+
+def _run_of(instance, token: str):
+    """The run this command started (found by its token tag), or None before it exists."""
+    from dagster import RunsFilter
+
+    runs = instance.get_runs(filters=RunsFilter(tags={_TOKEN_TAG: token}), limit=1)
+    return runs[0] if runs else None
+
+
+class _StopOnSignal:
+    """Ctrl-C (SIGINT) and SIGTERM stop the conversion within seconds at any point: its run ends
+    CANCELED with its pool slots freed, and finished segments stay in the store for the next run.
+
+    Dagster swaps its own SIGINT/SIGTERM handlers in and out during a run (a signal outside a step
+    is only noted; inside a step with a retry policy it becomes a retry), so the signal is watched
+    through ``signal.set_wakeup_fd``, which sees every signal whatever handler is installed. The
+    watching thread marks the run CANCELING (Dagster then ends it CANCELED when the interrupt
+    unwinds the run) and sets ``pool_wait.STOP`` (the run loop stops before its next step or
+    during a wait). If the run has not unwound after ``GRACE_S`` (a step stuck in native code), or
+    on a second signal, the thread marks the run canceled itself and ends the process.
+    """
+
+    GRACE_S = 8.0
+
+    def __init__(self, instance, token: str):
+        self.instance, self.token = instance, token
+        self.signal: int | None = None
+        self._done = threading.Event()
+
+    def __enter__(self) -> "_StopOnSignal":
+        # SIGTERM as Ctrl-C; SIGINT restored in case a background shell started us with it ignored.
+        self._handlers = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        self._writer = writer
+        self._previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="stop-on-signal", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        signal.set_wakeup_fd(self._previous_fd)
+        for signo, handler in self._handlers.items():
+            signal.signal(signo, handler)
+        self._writer.close()
+
+    def _watch(self) -> None:
+        from stereospot_pipeline.defs.pool_wait import STOP
+
+        while data := self._reader.recv(64):
+            for signo in data:
+                if signo not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                if self.signal is not None:
+                    self._hard_stop()
+                self.signal = signo
+                STOP.set()
+                err.print(f"\n{signal.Signals(signo).name}: stopping the conversion ...")
+                run = _run_of(self.instance, self.token)
+                if run is not None and not run.is_finished and run.status.value != "CANCELING":
+                    self.instance.report_run_canceling(run, message=f"stereospot convert got "
+                                                       f"{signal.Signals(signo).name}: stopping")
+                timer = threading.Timer(self.GRACE_S, self._hard_stop)
+                timer.daemon = True
+                timer.start()
+        self._reader.close()
+
+    def _mark_canceled(self):
+        run = _run_of(self.instance, self.token)
+        if run is None:
+            return None
+        if run.status.value != "CANCELED":
+            self.instance.report_run_canceled(run, message=f"stopped by {signal.Signals(self.signal).name}; "
+                                              "finished segments are kept for the next conversion")
+        self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        return run
+
+    def _hard_stop(self) -> None:
+        if self._done.is_set():
+            return
+        run = self._mark_canceled()
+        err.print(f"stopped: run {run.run_id if run else '(not started)'} canceled")
+        os._exit(128 + (self.signal or signal.SIGINT))
+
+    def finish(self) -> None:
+        """After the run unwound: make sure it reads CANCELED, then end the command."""
+        self._done.set()
+        run = self._mark_canceled()
+        err.print(f"stopped: run {run.run_id if run else '(not started)'} canceled; finished segments "
+                  "are kept and the next `stereospot convert` of this video reuses them")
+        raise typer.Exit(128 + self.signal)
 
 
 class _ProgressWatcher:
@@ -388,15 +519,13 @@ class _ProgressWatcher:
 
     def _events(self):
         """Yield the run's Dagster events as they are written, until stopped."""
-        from dagster import RunsFilter
-
         run_id, cursor = None, None
         while not self._stop.wait(0.5):
             if run_id is None:
-                runs = self.instance.get_runs(filters=RunsFilter(tags={_TOKEN_TAG: self.token}), limit=1)
-                if not runs:
+                run = _run_of(self.instance, self.token)
+                if run is None:
                     continue
-                run_id = runs[0].run_id
+                run_id = run.run_id
             page = self.instance.get_records_for_run(run_id, cursor=cursor)
             cursor = page.cursor
             for record in page.records:
@@ -405,6 +534,8 @@ class _ProgressWatcher:
 
     def _run(self) -> None:
         from dagster import DagsterEventType
+
+        from stereospot_pipeline.defs.pool_wait import WAIT_MESSAGE
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -428,6 +559,13 @@ class _ProgressWatcher:
                         elapsed = time.monotonic() - started
                         eta = elapsed / done * (total - done) if total else 0.0
                         err.print(f"segment {done}/{total} converted ({elapsed:.0f}s elapsed, ETA {eta:.0f}s)")
+                elif event.event_type == DagsterEventType.ENGINE_EVENT and WAIT_MESSAGE in (event.message or ""):
+                    held_by = escape(event.event_specific_data.metadata["held_by"].value)
+                    progress.update(task, description=f"waiting for the gpu slot: held by {held_by}")
+                    if not live:
+                        err.print(f"waiting for the gpu slot: held by {held_by}")
+                elif event.event_type == DagsterEventType.STEP_START and event.step_key.startswith(_RENDER_STEP):
+                    progress.update(task, description="converting segments")  # after a wait for the slot
                 elif event.event_type == DagsterEventType.STEP_START and event.step_key == "final_video":
                     progress.update(task, description="joining segments + audio")
                     if not live:

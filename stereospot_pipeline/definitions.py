@@ -13,9 +13,14 @@ from stereospot_pipeline.defs.checks import VIDEO_CHECKS
 from stereospot_pipeline.defs.executor import build_executor, execution_resources
 from stereospot_pipeline.defs.inbox import LocalInbox, inbox_sensor
 from stereospot_pipeline.defs.jobs import convert_video
+from stereospot_pipeline.defs.pool_wait import install as install_pool_wait
+from stereospot_pipeline.defs.recovery import dead_run_sensor
 from stereospot_pipeline.defs.resources import build_resources
 from stereospot_pipeline.defs.s3_sensor import S3Inbox, s3_inbox_sensor
 from stereospot_pipeline.settings import Settings
+
+# Every run of this code location (CLI and daemon) waits for pool slots without spinning.
+install_pool_wait()
 
 # One video's conversion, checks included: the blocking ones run between final_video and
 # published_video, so materializing this list never publishes an output that failed them.
@@ -39,7 +44,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=[*CONVERSION_ASSETS, conversion_analytics],
         jobs=[convert_video],
-        sensors=[inbox],
+        sensors=[inbox, dead_run_sensor],
         resources=resources,
         executor=build_executor(settings),
     )

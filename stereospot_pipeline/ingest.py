@@ -44,18 +44,19 @@ def content_key(sha256: str) -> str:
     return f"registry/by-content/{sha256}.json"
 
 
-def register_video(store: ObjectStore, *, uri: str, name: str, sha256: str, size: int) -> str:
+def register_video(store: ObjectStore, *, uri: str, name: str, sha256: str, size: int, folder: str = "") -> str:
     """Record where a video comes from under its partition key; returns the key.
 
     One partition per content: the same bytes arriving again, under any name, get the key they
-    were first registered under, so they are never converted twice.
+    were first registered under, so they are never converted twice. ``folder`` is where it sits
+    below the inbox or the input prefix (``""`` for the top and for the CLI): the outbox mirrors it.
     """
     marker = content_key(sha256)
     if store.exists(marker):
         return store.get_json(marker)["key"]
     key = partition_key(name, sha256)
     store.put_json(
-        {"uri": uri, "name": name, "sha256": sha256, "size": size,
+        {"uri": uri, "name": name, "sha256": sha256, "size": size, "folder": folder,
          "registered_at": datetime.now(timezone.utc).isoformat()},
         registry_key(key),
     )

@@ -62,3 +62,12 @@ def metadata(result, asset: str) -> dict:
         if event.asset_key.to_user_string() == asset:
             return {k: v.value for k, v in event.materialization.metadata.items()}
     raise KeyError(asset)
+
+
+def outbox_file(folder: Path, stem: str, suffix: str = "_LRF_Full_SBS") -> Path:
+    """The one output of source ``stem`` in ``folder``: ``<stem>-<content+settings tag><suffix>.mp4``."""
+    import re
+
+    found = [p for p in folder.glob("*.mp4") if re.fullmatch(rf"{re.escape(stem)}-[0-9a-f]{{6}}{suffix}\.mp4", p.name)]
+    assert len(found) == 1, f"outputs of {stem} in {folder}: {sorted(p.name for p in folder.glob('*'))}"
+    return found[0]

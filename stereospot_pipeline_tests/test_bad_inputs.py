@@ -5,6 +5,7 @@ publishes nothing."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from dagster import materialize
 
 from stereospot_pipeline.definitions import CONVERSION_ASSETS
-from stereospot_pipeline.defs.assets.final import output_name
+from stereospot_pipeline.defs.assets.final import output_key, output_name
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.resources import build_resources
 from stereospot_pipeline.media.probe import probe_video
@@ -319,7 +320,7 @@ def test_a_hostile_file_name_converts_through_the_assets(instance, resources, se
     assert result.success
     out = Path(metadata(result, "published_video")["output"])
     assert out.parent == settings.resolved_home / "outbox" and out.is_file()
-    assert out.name == "its my clip touch pwned id uni cde_LRF_Full_SBS.mp4"
+    assert re.fullmatch(r"its my clip touch pwned id uni cde-[0-9a-f]{6}_LRF_Full_SBS\.mp4", out.name), out.name
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
 
 
@@ -361,8 +362,12 @@ def test_hostile_s3_keys_convert_and_stay_inside_the_stores(s3_endpoint, instanc
               for o in page.get("Contents", [])]
     assert all(k.startswith(("work/", "outputs/")) and ".." not in k.split("/") for k in listed)
     outputs = sorted(k for k in listed if k.startswith("outputs/"))
-    expected = sorted(f"outputs/{output_name(PurePosixPath(k).name, '_LRF_Full_SBS')}" for k in hostile)
-    assert outputs == expected and "outputs/escape_LRF_Full_SBS.mp4" in outputs
+    # Folders below the inbox prefix are mirrored, with "..", empty and unsafe parts dropped.
+    folders = ["outputs", "abs", ""]
+    expected = sorted(f"outputs/{output_key(f, output_name(PurePosixPath(k).name, '_LRF_Full_SBS', 'TAG'))}"
+                      for f, k in zip(folders, hostile))
+    assert sorted(re.sub(r"-[0-9a-f]{6}_LRF", "-TAG_LRF", k) for k in outputs) == expected
+    assert "outputs/outputs/escape-TAG_LRF_Full_SBS.mp4" in expected
     for key in outputs:
         check_key(key.removeprefix("outputs/"))
     # The uploads are untouched.

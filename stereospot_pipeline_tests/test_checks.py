@@ -23,7 +23,7 @@ from stereospot_pipeline.defs.checks import (
 from stereospot_pipeline.media.probe import probe_video
 from stereospot_pipeline.stereo.params import Layout
 from stereospot_pipeline_tests.clips import make_clip
-from stereospot_pipeline_tests.conftest import convert, metadata
+from stereospot_pipeline_tests.conftest import convert, metadata, outbox_file
 
 BLOCKING = {"frames_match_source", "audio_matches_source", "decodes_without_errors", "layout_geometry"}
 
@@ -41,7 +41,7 @@ def test_good_conversion_passes_every_check_and_is_published(instance, resources
     assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items()}
     assert checks["seamless_depth"].metadata["seams"].value == 1
     published = Path(metadata(result, "published_video")["output"])
-    assert published == settings.resolved_home / "outbox" / "good_LRF_Full_SBS.mp4" and published.is_file()
+    assert published == outbox_file(settings.resolved_home / "outbox", "good") and published.is_file()
 
 
 def test_failing_blocking_check_stops_publishing(instance, resources, settings, tmp_path, monkeypatch):

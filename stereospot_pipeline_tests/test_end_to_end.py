@@ -8,7 +8,7 @@ import pytest
 from stereospot_pipeline.media.probe import probe_video
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline_tests.clips import decode_all, make_clip
-from stereospot_pipeline_tests.conftest import convert, metadata
+from stereospot_pipeline_tests.conftest import convert, metadata, outbox_file
 
 
 def _band_disparity(left: np.ndarray, right: np.ndarray, max_shift: int = 16) -> int:
@@ -32,7 +32,7 @@ def test_real_clip_end_to_end_full_sbs(instance, resources, settings, corpus):
     depth_range = metadata(result, "stereo_segments")["whole_video_depth_range"]
     assert depth_range["lo"] < depth_range["hi"] and depth_range["frames"] >= 1
     final = metadata(result, "final_video")
-    out = settings.resolved_home / "outbox" / "realshort_240p_h264_2997_LRF_Full_SBS.mp4"
+    out = outbox_file(settings.resolved_home / "outbox", "realshort_240p_h264_2997")
     assert metadata(result, "published_video")["output"] == str(out) and out.is_file()
     frames, has_audio = decode_all(out)
     assert len(frames) == src.frames == final["frames"]
@@ -58,7 +58,7 @@ def test_clip_without_audio_gives_output_without_audio(instance, resources, sett
     key, result = convert(instance, resources, source, params=StereoParams(layout=Layout.HALF_SBS))
     assert result.success
     src = probe_video(source)
-    out = settings.resolved_home / "outbox" / "mars_768p_mpeg4_10fps_noaudio_LR.mp4"
+    out = outbox_file(settings.resolved_home / "outbox", "mars_768p_mpeg4_10fps_noaudio", "_LR")
     frames, has_audio = decode_all(out)
     assert len(frames) == src.frames and not has_audio
     assert (frames[0].width, frames[0].height) == (src.width, src.height)

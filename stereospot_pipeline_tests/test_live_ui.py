@@ -17,6 +17,7 @@ from stereospot_pipeline.defs.assets.stereo import stereo_run_config
 from stereospot_pipeline.ingest import file_sha256, partition_key
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline_tests.clips import decode_all, make_clip
+from stereospot_pipeline_tests.conftest import outbox_file
 from stereospot_pipeline_tests.support.ui import Ui
 
 ASSET_GRAPH = """
@@ -75,7 +76,7 @@ def test_ui_daemon_inbox_and_launch_with_settings(live_ui, tmp_path):
     inbox, outbox = home / "inbox", home / "outbox"
     _wait(inbox.is_dir, 60, "the inbox sensor to create the inbox")
     _dropped(inbox / clip.name, clip)
-    result = _wait(lambda: (outbox / "Garden Walk_LRF_Full_SBS.mp4").is_file() and outbox / "Garden Walk_LRF_Full_SBS.mp4",
+    result = _wait(lambda: list(outbox.glob("*.mp4")) and outbox_file(outbox, "Garden Walk"),
                    300, "the dropped video to be converted", every=2)
     frames, _ = decode_all(result)
     assert len(frames) == 10 and frames[0].width == 320
@@ -95,5 +96,5 @@ def test_ui_daemon_inbox_and_launch_with_settings(live_ui, tmp_path):
     status = _wait(lambda: (s := client.get_run_status(run_id)) in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) and s,
                    300, "the launched run", every=2)
     assert status == DagsterRunStatus.SUCCESS
-    half, _ = decode_all(outbox / "Garden Walk_LR.mp4")
+    half, _ = decode_all(outbox_file(outbox, "Garden Walk", "_LR"))
     assert len(half) == 10 and half[0].width == 160

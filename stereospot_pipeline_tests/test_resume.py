@@ -22,7 +22,7 @@ from stereospot_pipeline.ingest import file_sha256, partition_key
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.storage.s3 import S3ObjectStore
 from stereospot_pipeline_tests.clips import REPO, decode_all, make_clip
-from stereospot_pipeline_tests.conftest import convert, metadata
+from stereospot_pipeline_tests.conftest import convert, metadata, outbox_file
 from stereospot_pipeline_tests.support.s3 import make_buckets
 
 SEGMENT_SECONDS = 0.5
@@ -181,7 +181,7 @@ def test_two_runs_of_one_video_at_once_leave_one_complete_output(tmp_path, clip,
     errors = [p.stderr.read()[-2000:] for p in procs]
     assert codes == [0, 0], errors
     outputs = sorted((home / "outbox").iterdir())
-    assert [p.name for p in outputs] == ["resume_LRF_Full_SBS.mp4"]
+    assert outputs == [outbox_file(home / "outbox", "resume")]
     _same_frames(_frames(outputs[0]), uninterrupted)
     # Every write went through a temp name + rename: nothing half-written is left anywhere.
     assert [p for p in home.rglob("*") if ".partial" in p.name] == []

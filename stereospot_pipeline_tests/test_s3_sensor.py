@@ -59,9 +59,9 @@ def inbox(s3_endpoint, tmp_path) -> Inbox:
 
 
 def test_an_s3_inbox_url_selects_the_s3_sensor(inbox, tmp_path):
-    assert [s.name for s in inbox.defs.sensors] == ["s3_inbox_sensor"]
+    assert [s.name for s in inbox.defs.sensors] == ["s3_inbox_sensor", "dead_run_sensor"]
     local = build_definitions(Settings(home=tmp_path / "local"))
-    assert [s.name for s in local.sensors] == [inbox_sensor.name]
+    assert [s.name for s in local.sensors] == [inbox_sensor.name, "dead_run_sensor"]
 
 
 def test_new_same_and_changed_uploads(inbox):

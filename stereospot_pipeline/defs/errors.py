@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dagster import Failure
 
 from stereospot_pipeline.errors import InvalidVideoError, StereospotError
+from stereospot_pipeline.storage.base import disk_full
 
 
 @contextmanager
@@ -21,4 +22,9 @@ def reported_as_failure():
         ) from exc
     except StereospotError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
+    except OSError as exc:
+        # Temporary files (the encoder's, the joined file) on a full disk: retrying cannot help.
+        if full := disk_full(exc):
+            raise Failure(description=str(full), allow_retries=False) from exc
+        raise
 

@@ -3,7 +3,7 @@
 
 import json
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from dagster import (
     ConfigurableResource,
@@ -30,11 +30,23 @@ class LocalInbox(ConfigurableResource):
     max_per_tick: int = 10
 
 
+def _inbox_files(root: Path) -> list[tuple[Path, str]]:
+    """Files in the inbox and its subfolders (mirrored in the outbox), hidden ones left out (being
+    copied in by some tools), with their paths relative to the inbox."""
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if not any(part.startswith(".") for part in rel.parts) and path.is_file():
+            found.append((path, rel.as_posix()))
+    return sorted(found, key=lambda f: f[1])
+
+
 @sensor(job=convert_video, minimum_interval_seconds=5, default_status=DefaultSensorStatus.RUNNING)
 def inbox_sensor(context: SensorEvaluationContext, inbox: LocalInbox, store: ObjectStore):
     """Registers each new or changed video (by content hash) once; identical re-drops are ignored.
 
-    The cursor remembers each file's (size, mtime, hash) so unchanged files are not re-hashed.
+    The cursor remembers each file's (size, mtime, hash) by its path below the inbox, so unchanged
+    files are not re-hashed.
     """
     root = Path(inbox.path)
     root.mkdir(parents=True, exist_ok=True)
@@ -46,22 +58,24 @@ def inbox_sensor(context: SensorEvaluationContext, inbox: LocalInbox, store: Obj
     new_keys: list[str] = []
     requests: list[RunRequest] = []
     skipped: list[str] = []
-    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path, rel in _inbox_files(root):
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns]
-        prior = current.get(path.name)
+        prior = current.get(rel)
         if prior and prior[:2] == stamp:
             continue
         if not is_video_name(path.name):
-            skipped.append(f"{path.name}: not a video file extension")
+            skipped.append(f"{rel}: not a video file extension")
             continue
         if now - stat.st_mtime < inbox.settle_seconds or stat.st_size == 0 and now - stat.st_mtime < 60:
             continue  # still being written; look again next tick
         if len(requests) >= inbox.max_per_tick or time.monotonic() - started > _TICK_BUDGET_SECONDS:
             break
         sha = file_sha256(path)
-        current[path.name] = [*stamp, sha]
-        key = register_video(store, uri=str(path.resolve()), name=path.name, sha256=sha, size=stat.st_size)
+        current[rel] = [*stamp, sha]
+        folder = str(PurePosixPath(rel).parent)
+        key = register_video(store, uri=str(path.resolve()), name=path.name, sha256=sha, size=stat.st_size,
+                             folder="" if folder == "." else folder)
         if key in new_keys or context.instance.has_dynamic_partition(videos.name, key):
             continue
         new_keys.append(key)

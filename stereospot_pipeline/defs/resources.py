@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 
+from stereospot_pipeline.runs import record_worker
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.storage import LocalObjectStore, ObjectStore
 
@@ -12,6 +13,11 @@ class EngineResource(ConfigurableResource):
     """Where the stereo step runs."""
 
     device: str = "auto"
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # A local run worker names itself, so a run whose process dies is recovered (runs.py).
+        if Settings().executor == "local":
+            record_worker(context.instance, context.dagster_run)
 
 
 def make_store(url: str, settings: Settings) -> ObjectStore:

@@ -78,8 +78,10 @@ def s3_inbox_sensor(context: SensorEvaluationContext, inbox: S3Inbox, store: Obj
             stopped_at = obj["LastModified"]
             break
         name = PurePosixPath(key).name
+        # The folders between the inbox prefix and the object, mirrored in the outbox.
+        folder = str(PurePosixPath(key[len(prefix):].lstrip("/")).parent)
         pkey = register_video(store, uri=f"s3://{bucket}/{key}", name=name, sha256=s3_video_id(etag),
-                              size=obj["Size"])
+                              size=obj["Size"], folder="" if folder == "." else folder)
         handled[key] = etag
         if pkey in new_keys or context.instance.has_dynamic_partition(videos.name, pkey):
             continue

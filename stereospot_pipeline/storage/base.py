@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from abc import abstractmethod
@@ -10,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import ConfigurableResource
+
+from stereospot_pipeline.errors import StereospotError
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,199}$")
 
@@ -20,6 +23,25 @@ def check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") or not _SEGMENT.match(p) for p in parts):
         raise ValueError(f"unsafe storage key {key!r}")
     return key
+
+
+# A full disk, a full quota, a file-size limit: the same remedy for the user.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class DiskFullError(StereospotError):
+    """Writing ``path`` ran out of space; nothing partial is left behind."""
+
+    def __init__(self, path: str, reason: str = "No space left on device"):
+        self.path = str(path)
+        super().__init__(f"no space left writing {self.path} ({reason}): free space there and run again")
+
+
+def disk_full(exc: BaseException, path: str | None = None) -> DiskFullError | None:
+    """``exc`` as a DiskFullError naming where it happened, or None if it is another error."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return DiskFullError(path or exc.filename or "a temporary file", exc.strerror or str(exc))
+    return None
 
 
 class ObjectStore(ConfigurableResource):

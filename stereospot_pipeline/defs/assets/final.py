@@ -1,3 +1,4 @@
+import hashlib
 import re
 import tempfile
 import unicodedata
@@ -26,20 +27,45 @@ from stereospot_pipeline.stereo.params import StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
 
-def output_name(source_name: str, suffix: str) -> str:
-    """``holiday.mov`` -> ``holiday_LRF_Full_SBS.mp4``: players pick the layout from the suffix.
+_TAG_CHARS = 6
 
-    The name is made safe for every store and shell: accents folded to ASCII, anything but
-    letters, digits, ``._ -`` dropped, bounded length.
-    """
-    stem = unicodedata.normalize("NFKD", PurePosixPath(source_name).stem).encode("ascii", "ignore").decode()
-    stem = re.sub(r"[^A-Za-z0-9._ -]+", "", stem).strip(" .-_")[:150] or "video"
-    return f"{stem}{suffix}.mp4"
+
+def _safe_part(text: str, limit: int) -> str:
+    """Accents folded to ASCII, anything but letters, digits, ``._ -`` dropped, bounded length: safe
+    for every store and shell."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9._ -]+", "", text).strip(" .-_")[:limit]
+
+
+def output_tag(sha256: str, params: StereoParams) -> str:
+    """Short id of (content, settings): two videos named alike, or one video converted with other
+    settings of the same layout, never share an output name; the same conversion keeps its name."""
+    return hashlib.sha256(f"{sha256}|{params.fingerprint()}".encode()).hexdigest()[:_TAG_CHARS]
+
+
+def output_name(source_name: str, suffix: str, tag: str) -> str:
+    """``VID_0001.mov`` -> ``VID_0001-3f9a2c_LRF_Full_SBS.mp4``: readable stem, then the tag, then the
+    layout suffix last (players pick the layout from the end of the name)."""
+    stem = _safe_part(PurePosixPath(source_name).stem, 150) or "video"
+    return f"{stem}-{tag}{suffix}.mp4"
+
+
+def output_key(folder: str, name: str) -> str:
+    """Where the output goes in the outbox: the source's folder below the inbox (or input prefix)
+    mirrored, each part made safe."""
+    parts = [p for p in (_safe_part(part, 100) for part in PurePosixPath(folder).parts) if p]
+    return "/".join([*parts, name])
 
 
 def final_name(store: ObjectStore, key: str) -> str:
     manifest = store.get_json(keys.stereo_manifest(key))
-    return output_name(store.get_json(registry_key(key))["name"], manifest["suffix"])
+    reg = store.get_json(registry_key(key))
+    tag = output_tag(reg["sha256"], StereoParams.model_validate(manifest["params"]))
+    return output_name(reg["name"], manifest["suffix"], tag)
+
+
+def published_key(store: ObjectStore, key: str) -> str:
+    return output_key(store.get_json(registry_key(key)).get("folder", ""), final_name(store, key))
 
 
 @asset(partitions_def=videos, group_name="conversion", deps=[stereo_segments], kinds={"video"})
@@ -94,9 +120,9 @@ def published_video(context: AssetExecutionContext, store: ObjectStore, outbox: 
     """The final video copied to the outbox. It runs only after final_video's blocking checks
     pass, so a bad output never reaches users."""
     key = context.partition_key
-    name = final_name(store, key)
-    with store.local_copy(keys.final(key, name)) as local:
+    name, published = final_name(store, key), published_key(store, key)
+    with reported_as_failure(), store.local_copy(keys.final(key, name)) as local:
         # One atomic write: the outbox never holds a partial file.
-        outbox.put_file(local, name)
-    context.log.info(f"published {outbox.url(name)}")
-    return MaterializeResult(metadata={"output": MetadataValue.path(outbox.url(name))})
+        outbox.put_file(local, published)
+    context.log.info(f"published {outbox.url(published)}")
+    return MaterializeResult(metadata={"output": MetadataValue.path(outbox.url(published))})
