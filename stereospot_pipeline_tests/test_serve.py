@@ -24,7 +24,7 @@ from stereospot_pipeline_tests.support.net import free_port
 @pytest.fixture(scope="module")
 def outbox(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("outbox")
-    make_clip(root / "holiday_LRF_Full_SBS.mp4", seconds=1.0, size="128x48", audio=False)
+    make_clip(root / "holiday-3f9a2c_LRF_Full_SBS.mp4", seconds=1.0, size="128x48", audio=False)
     (root / "beach").mkdir()
     make_clip(root / "beach" / "waves_TB.mp4", seconds=1.0, size="64x96", audio=False)
     make_clip(root / "dome_180x180_3dh_LR.mp4", seconds=1.0, size="128x64", audio=False)
@@ -64,12 +64,12 @@ def test_layout_is_read_from_the_player_suffix():
 
 def test_library_lists_each_video_with_its_packing(outbox):
     entries = {e.relpath: e for e in scan(outbox)}
-    assert set(entries) == {"holiday_LRF_Full_SBS.mp4", "beach/waves_TB.mp4", "dome_180x180_3dh_LR.mp4"}
-    assert (entries["holiday_LRF_Full_SBS.mp4"].stereo, entries["holiday_LRF_Full_SBS.mp4"].full) == ("sbs", True)
+    assert set(entries) == {"holiday-3f9a2c_LRF_Full_SBS.mp4", "beach/waves_TB.mp4", "dome_180x180_3dh_LR.mp4"}
+    assert (entries["holiday-3f9a2c_LRF_Full_SBS.mp4"].stereo, entries["holiday-3f9a2c_LRF_Full_SBS.mp4"].full) == ("sbs", True)
     assert (entries["beach/waves_TB.mp4"].stereo, entries["beach/waves_TB.mp4"].full) == ("tb", False)
     assert entries["dome_180x180_3dh_LR.mp4"].projection == "180"
-    assert entries["holiday_LRF_Full_SBS.mp4"].title == "holiday"
-    assert 0.8 < entries["holiday_LRF_Full_SBS.mp4"].duration_s < 1.3
+    assert entries["holiday-3f9a2c_LRF_Full_SBS.mp4"].title == "holiday"
+    assert 0.8 < entries["holiday-3f9a2c_LRF_Full_SBS.mp4"].duration_s < 1.3
 
 
 def test_deovr_and_heresphere_documents(server):
@@ -103,7 +103,7 @@ def urlpath(url: str) -> str:
 
 
 def test_range_requests_seek(server, outbox):
-    data = (outbox / "holiday_LRF_Full_SBS.mp4").read_bytes()
+    data = (outbox / "holiday-3f9a2c_LRF_Full_SBS.mp4").read_bytes()
     doc = json.loads(_get(server, "/deovr")[2])
     url = next(v for v in doc["scenes"][0]["list"] if v["title"] == "holiday")["video_url"]
     media = urlpath(json.loads(_get(server, urlpath(url))[2])["encodings"][0]["videoSources"][0]["url"])

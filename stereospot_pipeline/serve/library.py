@@ -5,6 +5,7 @@ from the file itself."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,9 @@ _SEEN_AS = {
 # Longest first: `_180x180_3dh_LR` also ends in `_LR`.
 _BY_SUFFIX = sorted(((suffix, layout) for layout, suffix in LAYOUT_SUFFIX.items() if layout in _SEEN_AS),
                     key=lambda item: -len(item[0]))
+
+
+_OUTPUT_TAG = re.compile(r"-[0-9a-f]{6}$")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ def scan(root: Path) -> list[Entry]:
         title = path.stem
         if layout is not None:
             title = title[: -len(LAYOUT_SUFFIX[layout])]
+        # The content+settings tag keeps outputs apart on disk; a person browsing needs the name.
+        title = _OUTPUT_TAG.sub("", title)
         entries.append(Entry(
             id=hashlib.sha256(rel.as_posix().encode()).hexdigest()[:16], path=path, relpath=rel.as_posix(),
             title=title.replace("_", " ").strip() or path.stem, stereo=stereo, full=full, projection=projection,
