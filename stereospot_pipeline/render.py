@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.codec import VideoWriter, iter_frames
+from stereospot_pipeline.media.probe import Colour
 from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
 from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
@@ -135,9 +136,11 @@ def whole_video_depth_range(video: Path, converter: StereoConverter) -> DepthRan
 
 def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: SegmentPlan | None = None,
                    converter: StereoConverter | None = None,
-                   on_progress: Callable[[int], None] | None = None) -> RenderResult:
+                   on_progress: Callable[[int], None] | None = None,
+                   size: tuple[int, int] | None = None, colour: Colour | None = None) -> RenderResult:
     """Convert the frames of ``chunk`` (those of ``plan``'s segment, or all) into ``out`` (MP4,
-    H.264) in ``params.layout``.
+    H.264) in ``params.layout``, each eye at ``size`` (the source's display size in square
+    pixels, if given), tagged with the source's ``colour``.
 
     Decode, stereo compute and encode run in three threads joined by small bounded queues, so
     the CPU-bound encoder overlaps with compute and memory does not grow with the segment.
@@ -156,7 +159,8 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
     def decode() -> None:
         batch, stamps, lead_in = [], [], []
         keep = (lambda t: plan.contains(t - offset)) if plan else None
-        for frame, pts, tb, kept in iter_frames(chunk, keep, lead_in=LEAD_IN_FRAMES if plan else 0):
+        for frame, pts, tb, kept in iter_frames(chunk, keep, lead_in=LEAD_IN_FRAMES if plan else 0,
+                                                 size=size):
             if not kept:
                 lead_in.append(frame)
                 continue
@@ -180,7 +184,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
             if writer is None:
                 h, w = frame_size(frames, PixelFormat.YUV420P)
                 writer = VideoWriter(out, w, h, tb, crf=params.crf, preset=params.preset,
-                                     x264_params=_X264_PARAMS.get(params.layout))
+                                     x264_params=_X264_PARAMS.get(params.layout), colour=colour)
             for frame, pts in zip(frames, stamps):
                 writer.write(frame, pts)
         if writer is not None:

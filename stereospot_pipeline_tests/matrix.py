@@ -67,7 +67,7 @@ def _simple(vcodec: list[str], acodec: list[str] | None = None, *, size: str = S
 
 
 def _anamorphic(size: str, sar: str, vcodec: list[str] | None = None, fmt: list[str] = ()) -> Callable[[Path], None]:
-    return _simple(vcodec or H264, ["-c:a", "aac"], size=size, vf=f"setsar={sar}", fmt=fmt)
+    return _simple(vcodec or H264, ["-c:a", "aac"], size=size, vf=f"setsar={sar.replace(':', '/')}", fmt=fmt)
 
 
 def _aspect(size: str, sar: str) -> Fraction:
@@ -112,11 +112,12 @@ def _channels(layout: str) -> int:
 
 
 def _fps_change(p: Path) -> None:
-    """10 fps then 25 fps in one file (an edited or concatenated recording)."""
-    a, b = p.with_name("part_a.ts"), p.with_name("part_b.ts")
+    """10 fps then 25 fps in one file on one continuous timeline (joined edits)."""
+    a, b, listing = p.with_name("part_a.mkv"), p.with_name("part_b.mkv"), p.with_name("parts.txt")
     ffmpeg(*video_in(fps=10, seconds=0.6), *tone_in(0.6), *H264, "-c:a", "aac", a)
     ffmpeg(*video_in(fps=25, seconds=0.6), *tone_in(0.6), *H264, "-c:a", "aac", b)
-    ffmpeg("-i", f"concat:{a}|{b}", "-c", "copy", p)
+    listing.write_text(f"file '{a}'\nfile '{b}'\n")
+    ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c", "copy", p)
 
 
 def _vfr(p: Path) -> None:
@@ -168,8 +169,11 @@ def _hdr(transfer: str) -> list[str]:
 
 
 def _tagged(primaries: str, trc: str, matrix: str, rng: str = "tv", pix: str = "yuv420p") -> list[str]:
+    # The frames carry the tags (setparams) and the encoder writes them: the options alone only
+    # tag the container.
     return ["-c:v", "libx264", "-pix_fmt", pix, "-g", "5", "-color_primaries", primaries, "-color_trc", trc,
-            "-colorspace", matrix, "-color_range", rng]
+            "-colorspace", matrix, "-color_range", rng,
+            "-vf", f"setparams=color_primaries={primaries}:color_trc={trc}:colorspace={matrix}:range={rng}"]
 
 
 AAC = ["-c:a", "aac"]
@@ -236,7 +240,7 @@ CLIPS: list[MatrixClip] = [
     MatrixClip("audio-lags-1s", ".mkv", _audio_offset(0.0, 1.0), "timing", "audio starts 1 s after the video"),
     MatrixClip("audio-shorter", ".mp4", _simple(H264, AAC, audio_seconds=0.5), "timing", "audio ends at half the video"),
     MatrixClip("audio-longer", ".mkv", _simple(H264, AAC, audio_seconds=1.6), "timing", "audio runs past the video"),
-    MatrixClip("fps-change", ".ts", _fps_change, "timing", "10 fps then 25 fps in one file"),
+    MatrixClip("fps-change", ".mkv", _fps_change, "timing", "10 fps then 25 fps in one file"),
     # --- geometry ----------------------------------------------------------------------------
     MatrixClip("odd-size-97x63", ".mkv", _simple(["-c:v", "libx264", "-pix_fmt", "yuv444p"], AAC, size="97x63"),
                "geometry", "odd frame size 97x63"),

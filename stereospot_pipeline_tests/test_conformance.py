@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import pytest
 
+from stereospot_pipeline.media.preview import frame_at
+from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline_tests.clips import REPO
 from stereospot_pipeline_tests.conftest import convert, metadata
 from stereospot_pipeline_tests.matrix import CLIPS, MatrixClip, reference
@@ -39,6 +41,18 @@ def conformance_table():
         lines.append(f"| {clip.group} | {clip.what} (`{clip.id}`) | {outcome} |")
     ARTIFACT.parent.mkdir(exist_ok=True)
     ARTIFACT.write_text("\n".join(lines) + "\n")
+
+
+def _failures(result) -> list[str]:
+    """The root cause of each failed step (Dagster wraps it in its own errors)."""
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            while error.cause is not None:
+                error = error.cause
+            messages.append(error.message.strip())
+    return messages
 
 
 def _digest(path: Path) -> str:
@@ -75,7 +89,7 @@ def test_input_class_converts_faithfully(clip: MatrixClip, instance, resources, 
     assert _digest(path) == before, "the source was modified"
     outbox = settings.url(settings.outbox_url, "outbox")
     if not result.success:
-        errors = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        errors = _failures(result)
         _rows[clip.id] = (clip, "fails: " + errors[0].splitlines()[0][:160] if errors else "fails")
         assert not list(Path(outbox).glob("*")), "a failed conversion published something"
         pytest.fail(f"{clip.id} did not convert: {errors}")
@@ -99,12 +113,13 @@ def test_input_class_converts_faithfully(clip: MatrixClip, instance, resources, 
     assert abs(eye_w - eye_h * aspect) <= 1.5, f"eye {eye_w}x{eye_h}, display aspect {float(aspect):.4f}"
     assert eye_h in (src_facts["height"], src_facts["height"] + 1) or src_facts["rotation"] in (90, 270)
 
+    # Frames reach the encoder in limited range (full-range sources are converted), tagged so.
+    assert out_facts["range"] == "tv" and out_facts["format"] == "yuv420p"
     expected_tags = clip.tags or {}
     for name, key in (("color_primaries", "primaries"), ("color_trc", "trc"), ("colorspace", "matrix")):
         if name in expected_tags:
             assert out_facts[key] == expected_tags[name], f"{key} {out_facts[key]}, expected {expected_tags[name]}"
     if clip.hdr:
-        assert out_facts["format"] == "yuv420p"
         assert metadata(result, "source_video")["working_copy"].startswith("tone-mapped")
     _rows[clip.id] = (clip, _outcome(clip, src_facts, out_facts, eye_w, eye_h))
 
@@ -142,3 +157,61 @@ def test_an_anamorphic_dvd_converts_through_the_cli(tmp_path):
     facts, src = _facts(out), reference(path)
     assert reference(out).frames == src.frames
     assert abs(facts["width"] // 2 - facts["height"] * clip.display_aspect) <= 1.5
+
+
+def _clip(tmp_path: Path, clip_id: str) -> Path:
+    clip = next(c for c in CLIPS if c.id == clip_id)
+    path = tmp_path / f"{clip_id}{clip.suffix}"
+    clip.build(path)
+    return path
+
+
+def test_preview_is_made_where_the_seek_lands_past_every_frame(tmp_path):
+    """In a TS starting far from zero with a long GOP the seek to the middle lands past every
+    frame (this failed every such conversion); the preview then comes from decoding from the start."""
+    path = _clip(tmp_path, "m2ts-avchd-far-start")
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        c.seek(stream.start_time + stream.duration // 2, stream=stream)
+        assert next(c.decode(stream), None) is None
+    assert frame_at(path).shape == (64, 96, 3)
+
+
+def test_frame_samples_need_no_seek(tmp_path):
+    """An FLV without an index cannot seek back once read (EPERM): the depth-range samples open
+    the file afresh instead."""
+    path = _clip(tmp_path, "flv-sorenson-mp3")
+    with av.open(str(path)) as c:
+        list(c.demux(c.streams.video[0]))
+        with pytest.raises(av.error.FFmpegError):
+            c.seek(0)
+    assert len(list(sample_frames(path, every_s=0.1))) == 10
+
+
+def test_a_preview_that_cannot_be_made_does_not_fail_the_conversion(instance, resources, tmp_path, monkeypatch):
+    """Fault injection: the preview extractor fails; the conversion succeeds and says why there is
+    no preview."""
+    import stereospot_pipeline.defs.assets.final as final
+    import stereospot_pipeline.defs.assets.source as source
+
+    def no_frame(path, fraction=0.5):
+        raise ValueError(f"{path} has no decodable video frame")
+
+    monkeypatch.setattr(source, "frame_at", no_frame)
+    monkeypatch.setattr(final, "frame_at", no_frame)
+    _, result = convert(instance, resources, _clip(tmp_path, "mp4-h264-aac"))
+    assert result.success, _failures(result)
+    assert metadata(result, "source_video")["preview"].startswith("no preview: ")
+    assert metadata(result, "final_video")["preview"].startswith("no preview: ")
+
+
+def test_keeping_hdr_fails_clearly_until_hevc_output_exists(instance, resources, settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEREOSPOT_HDR", "keep")
+    path = _clip(tmp_path, "hdr10-pq")
+    before = _digest(path)
+    _, result = convert(instance, resources, path)
+    assert not result.success
+    [message] = _failures(result)
+    assert str(path.name) in message and "smpte2084" in message and "STEREOSPOT_HDR=tonemap" in message
+    assert _digest(path) == before
+    assert not list(Path(settings.url(settings.outbox_url, "outbox")).glob("*"))

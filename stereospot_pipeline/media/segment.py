@@ -62,7 +62,8 @@ def plan_segments(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
         previous = keyframes[cuts[-1]].frame if len(cuts) > 1 else 0
         if kf.frame > 0 and (kf.frame - previous) / fps >= segment_seconds:
             cuts.append(j)
-    first_key = min(keyframes, key=lambda k: Fraction(k.time)).time if keyframes else "0"
+    # A piece cut from the start begins at the first stored keyframe, which an edit list may hide.
+    first_key = info.first_keyframe_time or (min(keyframes, key=lambda k: Fraction(k.time)).time if keyframes else "0")
     # Each cut after the first decodes from the keyframe before it (pre-roll).
     starts = [(0, None, first_key)] + [(keyframes[j].frame, keyframes[j].time, keyframes[j - 1].time)
                                        for j in cuts[1:]]
@@ -75,7 +76,8 @@ def plan_segments(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
         plans.append(SegmentPlan(
             index=i, start_frame=frame, frames=end_frame - frame, start_s=frame / fps,
             duration_s=(end_frame - frame) / fps,
-            start_time=time or _BEFORE_ANY_FRAME,
+            # The first segment starts at the first frame shown (edit lists hide earlier ones).
+            start_time=time or info.first_frame_time or _BEFORE_ANY_FRAME,
             end_time=starts[i + 1][1] if i + 1 < len(starts) else None,
             anchor_time=anchor,
             # A hair past the keyframe: ffmpeg's copy seek then starts exactly at it.
