@@ -137,13 +137,16 @@ def _several_tracks(p: Path) -> None:
            "-c:a:0", "aac", "-c:a:1", "ac3", p)
 
 
-def _cover_art(p: Path) -> None:
-    """An attached picture (cover) as the first stream, before the real video."""
-    cover = p.with_name("cover.png")
-    ffmpeg("-f", "lavfi", "-i", "color=red:size=64x64:duration=0.1", "-frames:v", "1", cover)
-    ffmpeg("-i", cover, *video_in(), *tone_in(), "-map", "0", "-map", "1", "-map", "2",
-           "-c:v:0", "png", "-disposition:v:0", "attached_pic", "-c:v:1", "libx264", "-pix_fmt:v:1", "yuv420p",
-           "-c:a", "aac", p)
+def _cover_art(codec: str) -> Callable[[Path], None]:
+    """A cover picture stored as the first stream, before the real video (MP4 readers see an
+    attached picture; MKV keeps it as a one-frame video track)."""
+    def build(p: Path) -> None:
+        cover = p.with_name("cover.png")
+        ffmpeg("-f", "lavfi", "-i", "color=red:size=64x64:duration=0.1", "-frames:v", "1", cover)
+        ffmpeg("-i", cover, *video_in(), *tone_in(), "-map", "0", "-map", "1", "-map", "2",
+               "-c:v:0", codec, "-disposition:v:0", "attached_pic", "-c:v:1", "libx264", "-pix_fmt:v:1", "yuv420p",
+               "-c:a", "aac", p)
+    return build
 
 
 def _subtitles(p: Path) -> None:
@@ -284,7 +287,9 @@ CLIPS: list[MatrixClip] = [
     MatrixClip("several-tracks", ".mkv", _several_tracks, "audio", "two audio tracks (AAC + AC-3)"),
     MatrixClip("mp4-flac", ".mp4", _simple(H264, ["-c:a", "flac"]), "audio", "FLAC in MP4"),
     # --- extra streams -----------------------------------------------------------------------
-    MatrixClip("cover-art-first", ".mp4", _cover_art, "streams", "cover art (attached picture) before the video"),
+    MatrixClip("cover-art-mp4", ".mp4", _cover_art("png"), "streams", "MP4 with cover art (attached picture)"),
+    MatrixClip("cover-track-first-mkv", ".mkv", _cover_art("mjpeg"), "streams",
+               "MKV whose first video track is a one-frame cover picture"),
     MatrixClip("subtitles-mkv", ".mkv", _subtitles, "streams", "SRT subtitle track"),
     MatrixClip("timecode-track", ".mov", _timecode_data, "streams", "timecode (tmcd data) track"),
 ]
@@ -308,15 +313,17 @@ def reference(path: Path) -> Reference:
     """Frame count and first timestamps as the ffmpeg CLI decodes them (its best-effort
     timestamps), on the file's own timeline (``-copyts``): the truth a conversion must keep."""
     out = subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-copyts", "-i", str(path), "-map", "0:V:0",
-         "-map", "0:a:0?", "-fps_mode", "passthrough", "-f", "framemd5", "-"],
+        # ffmpeg's own choice of tracks: the largest video picture, the fullest audio track.
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-copyts", "-i", str(path), "-sn", "-dn",
+         "-fps_mode", "passthrough", "-f", "framemd5", "-"],
         check=True, capture_output=True, text=True, timeout=120).stdout
     tbs, video, audio = {}, [], []
+    video_index = "0"  # framemd5 lists the video first
     for line in out.splitlines():
         if m := _TB.match(line):
             tbs[int(m[1])] = Fraction(int(m[2]), int(m[3]))
         elif line and not line.startswith("#"):
             index, _dts, pts, *_ = (x.strip() for x in line.split(","))
-            (video if index == "0" else audio).append(int(pts) * tbs[int(index)])
+            (video if index == video_index else audio).append(int(pts) * tbs[int(index)])
     return Reference(frames=len(video), first_video_s=float(min(video)), last_video_s=float(max(video)),
                      first_audio_s=float(min(audio)) if audio else None)

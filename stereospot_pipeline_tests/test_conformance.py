@@ -11,6 +11,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
+import numpy as np
 import pytest
 
 from stereospot_pipeline.media.preview import frame_at
@@ -62,7 +64,7 @@ def _digest(path: Path) -> str:
 def _facts(path: Path) -> dict:
     """What a player sees of the first picture: size, pixel shape, turn, colour."""
     with av.open(str(path)) as c:
-        stream = c.streams.video[0]
+        stream = c.streams.best("video")  # as ffmpeg picks it: never a cover picture
         frame = next(c.decode(stream))
         sar = stream.codec_context.sample_aspect_ratio
         return {"width": frame.width, "height": frame.height, "sar": Fraction(sar) if sar else Fraction(1),
@@ -113,8 +115,9 @@ def test_input_class_converts_faithfully(clip: MatrixClip, instance, resources, 
     assert abs(eye_w - eye_h * aspect) <= 1.5, f"eye {eye_w}x{eye_h}, display aspect {float(aspect):.4f}"
     assert eye_h in (src_facts["height"], src_facts["height"] + 1) or src_facts["rotation"] in (90, 270)
 
-    # Frames reach the encoder in limited range (full-range sources are converted), tagged so.
-    assert out_facts["range"] == "tv" and out_facts["format"] == "yuv420p"
+    # Frames reach the encoder in limited range (full-range sources are converted), tagged so
+    # (x264 writes the range only beside other colour tags).
+    assert out_facts["range"] == ("tv" if clip.tags else "unknown") and out_facts["format"] == "yuv420p"
     expected_tags = clip.tags or {}
     for name, key in (("color_primaries", "primaries"), ("color_trc", "trc"), ("colorspace", "matrix")):
         if name in expected_tags:
@@ -215,3 +218,38 @@ def test_keeping_hdr_fails_clearly_until_hevc_output_exists(instance, resources,
     assert str(path.name) in message and "smpte2084" in message and "STEREOSPOT_HDR=tonemap" in message
     assert _digest(path) == before
     assert not list(Path(settings.url(settings.outbox_url, "outbox")).glob("*"))
+
+
+def _grey_frames(path: Path, crop_left_half: bool = False) -> np.ndarray:
+    """[N,H,W] luma of every frame in presentation order, decoded by the ffmpeg CLI."""
+    facts = _facts(path)
+    w, h = (facts["width"] // 2 if crop_left_half else facts["width"]), facts["height"]
+    vf = ["-vf", f"crop={w}:{h}:0:0"] if crop_left_half else []
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), *vf, "-fps_mode",
+                          "passthrough", "-pix_fmt", "gray", "-f", "rawvideo", "-"],
+                         check=True, capture_output=True, timeout=120).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w).astype(np.int16)
+
+
+# Timing classes whose frames need their presentation time derived (decode-order stamps, hidden
+# edit-list frames, rate changes, far-from-zero starts), cut into several segments.
+SEGMENTED = ["avi-divx-packed-bframes", "avi-xvid-bframes", "vob-mpeg2-ac3-dvd", "mp4-edit-list", "fps-change",
+             "mp4-vfr", "avi-msmpeg4", "flv-sorenson-mp3"]
+
+
+@pytest.mark.parametrize("clip_id", SEGMENTED)
+def test_frames_keep_their_order_across_segments(clip_id, instance, resources, tmp_path):
+    """Each output frame is its own source frame, in order, through segment cuts, the renderer's
+    frame selection and the join (divergence 0: the left eye is the source picture)."""
+    path = _clip(tmp_path, clip_id)
+    _, result = convert(instance, resources, path, segment_seconds=0.4, divergence=0.0)
+    assert result.success, _failures(result)
+    assert metadata(result, "segments")["count"] >= 2
+    out = Path(metadata(result, "published_video")["output"])
+    src, left = _grey_frames(path), _grey_frames(out, crop_left_half=True)
+    assert len(left) == len(src)
+    h, w = min(src.shape[1], left.shape[1]), min(src.shape[2], left.shape[2])
+    for i, frame in enumerate(left):
+        errors = np.abs(src[:, :h, :w] - frame[:h, :w]).mean(axis=(1, 2))
+        assert int(errors.argmin()) == i or errors[i] <= errors.min() + 0.5, (
+            f"output frame {i} shows source frame {int(errors.argmin())}")

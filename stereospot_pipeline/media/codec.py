@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stereospot_pipeline.media.probe import Colour, colour_code
+from stereospot_pipeline.media.probe import Colour, colour_code, main_video
 from stereospot_pipeline.media.timing import decoded, presented
 
 
@@ -31,7 +31,7 @@ def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None, lead
         return yuv420p(frame, *size)
 
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = main_video(container)
         stream.thread_type = "AUTO"  # frame threading roughly doubles decode speed
         for frame, pts in presented(decoded(container, stream)):
             if keep is None or keep(pts * frame.time_base):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib import image as mpimg
 
+from stereospot_pipeline.media.probe import main_video
 from stereospot_pipeline.media.timing import decoded
 from stereospot_pipeline.stereo.convert import StereoConverter
 from stereospot_pipeline.stereo.params import Layout, StereoParams
@@ -28,7 +29,7 @@ def frame_at(path: Path, fraction: float = 0.5) -> np.ndarray:
     decoding from the start. Raises ``ValueError`` if the file shows no frame at all.
     """
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = main_video(container)
         start = stream.start_time or 0
         duration = stream.duration or (
             round(container.duration / av.time_base / stream.time_base) if container.duration else 0)
@@ -41,7 +42,7 @@ def frame_at(path: Path, fraction: float = 0.5) -> np.ndarray:
             frame = None
     if frame is None:
         with av.open(str(path)) as container:
-            frame = _first_from(decoded(container, container.streams.video[0]), target)
+            frame = _first_from(decoded(container, main_video(container)), target)
     if frame is None:
         raise ValueError(f"{path} has no decodable video frame")
     return frame.to_ndarray(format="rgb24")

@@ -63,6 +63,7 @@ class VideoInfo(BaseModel):
     start_time_s: float
     rotation: int  # degrees clockwise the picture turns to be shown upright (as the `rotate` tag)
     interlaced: bool = False
+    video_index: int = 0  # the stream the conversion reads (see ``main_video``)
     first_frame_time: str | None = None  # exact time "n/d" of the first frame shown
     first_keyframe_time: str | None = None  # of the first keyframe stored (an edit list may hide it)
     sar: str = "1"  # sample (pixel) aspect ratio "n/d": not 1 for anamorphic video (DVD, HDV)
@@ -83,6 +84,12 @@ class VideoInfo(BaseModel):
         if sar == 1:
             return self.width, self.height
         return max(2, round(self.width * sar / 2) * 2), self.height
+
+
+def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video track people mean, as ffmpeg chooses it (``av_find_best_stream``): never a cover
+    picture, which files often store as the first video stream, nor a one-frame thumbnail track."""
+    return container.streams.best("video")
 
 
 def _fail(path: Path, problem: str, hint: str = "check that the file is a complete video") -> InvalidVideoError:
@@ -111,7 +118,7 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             raise _fail(path, f"has no video stream (found: {', '.join(kinds)})", "provide a file with a video track")
-        vstream = container.streams.video[0]
+        vstream = main_video(container)
         ctx = vstream.codec_context
         if not ctx.width or not ctx.height:
             raise _fail(path, "video stream has no frame size", "the stream is damaged; re-export the file")
@@ -156,6 +163,7 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
         declared = container.duration / av.time_base if container.duration else None
         rotation, interlaced, colour = _first_frame_facts(path, vstream)
         sar = Fraction(ctx.sample_aspect_ratio) if ctx.sample_aspect_ratio else Fraction(1)
+        video_index = vstream.index
         container_name = container.format.name
         start_time = container.start_time / av.time_base if container.start_time is not None else float(min(times))
 
@@ -178,7 +186,7 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
         # off (a missing last-packet duration) and variable-rate video has no single rate.
         fps=float(1 / frame_dur),
         frames=len(ordered), duration_s=duration, start_time_s=start_time, rotation=rotation,
-        interlaced=interlaced, sar=str(sar), colour=colour, first_frame_time=str(ordered[0]),
+        interlaced=interlaced, video_index=video_index, sar=str(sar), colour=colour, first_frame_time=str(ordered[0]),
         first_keyframe_time=str(first_key) if first_key is not None else None,
         audio=audio, keyframes=keyframes,
     )
@@ -204,7 +212,7 @@ def _first_frame_facts(path: Path, stream) -> tuple[int, bool, Colour]:
     rotation, interlaced = _rotation_tag(stream), stream.codec_context.field_order not in (0, 1)
     try:
         with av.open(str(path), metadata_errors="ignore", options=GENPTS) as container:
-            for frame in container.decode(container.streams.video[0]):
+            for frame in container.decode(main_video(container)):
                 if frame.rotation:
                     rotation = round(-frame.rotation) % 360
                 return rotation, interlaced or bool(frame.interlaced_frame), frame_colour(frame)

@@ -9,6 +9,7 @@ import av
 import numpy as np
 
 from stereospot_pipeline.media.codec import yuv420p
+from stereospot_pipeline.media.probe import main_video
 from stereospot_pipeline.media.timing import decoded
 
 
@@ -32,7 +33,7 @@ def sample_frames(path: Path, *, every_s: float = 1.0, short_side: int = 224,
     decode.
     """
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = main_video(container)
         total_s = float(container.duration / av.time_base) if container.duration else 0.0
         keyframes_only = sum(1 for p in container.demux(stream) if p.is_keyframe) >= min_keyframes
     # Enough samples to cover the video evenly, but never more than max_frames.
@@ -41,7 +42,7 @@ def sample_frames(path: Path, *, every_s: float = 1.0, short_side: int = 224,
     for skip in ("NONKEY",) if keyframes_only else ("NONREF", "DEFAULT"):
         # Opened afresh rather than seeking back: not every file can seek (FLV without an index).
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = main_video(container)
             stream.thread_type = "AUTO"
             stream.codec_context.skip_frame = skip
             yielded = yield from _spread(decoded(container, stream), every_s, short_side, max_frames)

@@ -87,7 +87,7 @@ def plan_segments(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
     return plans
 
 
-def split_video(source: Path, plans: list[SegmentPlan], out_dir: Path) -> list[Path]:
+def split_video(source: Path, plans: list[SegmentPlan], out_dir: Path, video_index: int = 0) -> list[Path]:
     """Stream-copy each segment's video (with pre-roll and tail) into a NUT file: NUT carries any
     codec with exact timestamps, and ``-copyts`` keeps the source timeline. Verifies that each
     piece holds exactly the planned frames."""
@@ -98,7 +98,7 @@ def split_video(source: Path, plans: list[SegmentPlan], out_dir: Path) -> list[P
         args = ["-fflags", GENPTS["fflags"], "-copyts"]
         if plan.cut_from is not None:
             args += ["-ss", f"{plan.cut_from:.6f}"]
-        args += ["-i", str(source), "-map", "0:v:0", "-c", "copy", "-an", "-sn", "-dn"]
+        args += ["-i", str(source), "-map", f"0:{video_index}", "-c", "copy", "-an", "-sn", "-dn"]
         if plan.end_time is not None:
             args += ["-to", f"{float(Fraction(plan.end_time)) + _TAIL_MARGIN_S:.6f}"]
         run_ffmpeg([*args, "-f", "nut", str(path)], source=str(source), what=f"cut segment {plan.index}")

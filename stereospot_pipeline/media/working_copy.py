@@ -46,7 +46,7 @@ def working_copy(source: Path, info: VideoInfo, reasons: list[str], out: Path) -
     upright (ffmpeg applies the display matrix by default when it re-encodes), deinterlaced to one
     frame per frame and tone-mapped as ``reasons`` say, lossless H.264 on the source's own
     timestamps (variable frame rate survives), and every audio track copied."""
-    args = ["-fflags", GENPTS["fflags"], "-i", str(source), "-map", "0:V:0", "-map", "0:a?",
+    args = ["-fflags", GENPTS["fflags"], "-i", str(source), "-map", f"0:{info.video_index}", "-map", "0:a?",
             "-c:a", "copy", "-sn", "-dn", "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",
             "-fps_mode", "passthrough", "-enc_time_base:v", "demux"]
     filters = []
