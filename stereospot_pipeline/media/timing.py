@@ -24,11 +24,22 @@ REORDER_WINDOW = 16
 def decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
     """The frames of ``stream`` in decoder order. An empty packet with a timestamp (a "repeat the
     previous frame" chunk of AVI, kept by a stream copy) is no picture, and sent to a decoder it
-    would read as the end of the stream (an error): it is skipped; the final flush is not."""
+    would read as the end of the stream (an error): it is skipped; the final flush is not.
+    Undecodable data before the first picture is skipped too (see below); later it is an error."""
+    shown = False
     for packet in container.demux(stream):
         if packet.size == 0 and packet.pts is not None:
             continue
-        yield from packet.decode()
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            # A piece cut from a program stream may begin inside a picture: until the first
+            # picture decodes, broken leading data is pre-roll to skip, not damage.
+            if shown:
+                raise
+            continue
+        shown = shown or bool(frames)
+        yield from frames
 
 
 def presented(frames: Iterable[av.VideoFrame], window: int = REORDER_WINDOW) -> Iterator[tuple[av.VideoFrame, int]]:
