@@ -153,8 +153,10 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
     packed: queue.Queue = queue.Queue(maxsize=2)
     started = time.perf_counter()
 
-    # Frames leave in the source's timeline, so the final mux needs no per-segment offsets.
+    # Frames leave on the source's timeline counted from its first frame (``plan.origin``), so
+    # the final mux needs no per-segment offsets.
     offset = chunk_offset(chunk, plan) if plan else Fraction(0)
+    origin = Fraction(plan.origin) if plan else Fraction(0)
 
     def decode() -> None:
         batch, stamps, lead_in = [], [], []
@@ -169,7 +171,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
                 _put(batches, (np.stack(lead_in), None, tb), stop)
                 lead_in = []
             batch.append(frame)
-            stamps.append(pts - round(offset / tb))
+            stamps.append(pts - round((offset + origin) / tb))
             if len(batch) == params.batch_size:
                 _put(batches, (np.stack(batch), stamps, tb), stop)
                 batch, stamps = [], []

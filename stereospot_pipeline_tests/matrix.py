@@ -234,7 +234,7 @@ CLIPS: list[MatrixClip] = [
                           ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "30", "-bf", "2"], ["-c:a", "ac3"]),
                "timing", "M2TS (AVCHD), start 10 h from zero, long GOP"),
     MatrixClip("ts-pts-wrap", ".ts",
-               _far_start([], round(2 ** 33 / 90000 - 2.4, 3), ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "30"],
+               _far_start([], round(2 ** 33 / 90000 - 2.4, 3), ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "10"],
                           ["-c:a", "mp2"]),
                "timing", "MPEG-TS whose 33-bit timestamps wrap mid-file"),
     MatrixClip("mp4-vfr", ".mp4", _vfr, "timing", "MP4, variable frame rate"),

@@ -48,6 +48,10 @@ class SegmentPlan(BaseModel):
     # Source keyframe times around the piece: the piece's own keyframes must line up with them,
     # which tells how far a muxer or the copy seek shifted it.
     nearby_keyframes: list[str] = []
+    # Source time the rendered segments count from: the first frame. Source timelines can start
+    # far from zero or below it (an unwrapped 33-bit MPEG-TS clock, edit lists), and a negative
+    # timestamp would be shifted by the segment's MP4 muxer, breaking the join.
+    origin: str = "0"
 
     def contains(self, t: Fraction) -> bool:
         """Whether source time ``t`` (seconds) belongs to this segment."""
@@ -96,6 +100,7 @@ def plan_segments(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
             cut_from=float(Fraction(anchor)) + tolerance if i else None,
             tolerance_s=tolerance,
             nearby_keyframes=[str(t) for t in key_times[lo:hi]],
+            origin=info.first_frame_time or "0",
         ))
     return plans
 
