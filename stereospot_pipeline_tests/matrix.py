@@ -176,7 +176,8 @@ def _tagged(primaries: str, trc: str, matrix: str, rng: str = "tv", pix: str = "
     # tag the container.
     return ["-c:v", "libx264", "-pix_fmt", pix, "-g", "5", "-color_primaries", primaries, "-color_trc", trc,
             "-colorspace", matrix, "-color_range", rng,
-            "-vf", f"setparams=color_primaries={primaries}:color_trc={trc}:colorspace={matrix}:range={rng}"]
+            "-vf", f"scale=out_range={'full' if rng == 'pc' else 'limited'},"
+                   f"setparams=color_primaries={primaries}:color_trc={trc}:colorspace={matrix}:range={rng}"]
 
 
 AAC = ["-c:a", "aac"]
