@@ -246,5 +246,8 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
 
 
 def packed_size(width: int, height: int, layout: Layout) -> tuple[int, int]:
-    w, h = output_size(width, height, layout)
+    """The output frame size for a source shown at ``width`` x ``height``. The one rule for odd
+    sizes: each eye is padded to even before packing (``codec.yuv420p`` repeats the edge), so
+    the writer and the geometry check agree (a 97x63 source is 196x64 full SBS)."""
+    w, h = output_size(width + width % 2, height + height % 2, layout)
     return w + w % 2, h + h % 2

@@ -246,7 +246,9 @@ CLIPS: list[MatrixClip] = [
     MatrixClip("audio-longer", ".mkv", _simple(H264, AAC, audio_seconds=1.6), "timing", "audio runs past the video"),
     MatrixClip("fps-change", ".mkv", _fps_change, "timing", "10 fps then 25 fps in one file"),
     # --- geometry ----------------------------------------------------------------------------
-    MatrixClip("odd-size-97x63", ".mkv", _simple(["-c:v", "libx264", "-pix_fmt", "yuv444p"], AAC, size="97x63"),
+    # testsrc2 makes 4:2:0 (even sizes only): crop in 4:4:4 to the odd size.
+    MatrixClip("odd-size-97x63", ".mkv", _simple(["-c:v", "libx264", "-pix_fmt", "yuv444p"], AAC, size="98x64",
+                                                 vf="format=yuv444p,crop=97:63:0:0"),
                "geometry", "odd frame size 97x63"),
     MatrixClip("width-100", ".mp4", _simple(H264, AAC, size="100x60"), "geometry", "width 100 (not a multiple of 8)"),
     MatrixClip("pal-16x9-anamorphic", ".mp4", _anamorphic("90x72", PAL_SAR), "geometry",
