@@ -185,7 +185,8 @@ def test_matrix_covers_the_issue_list():
 
 
 def test_an_anamorphic_dvd_converts_through_the_cli(tmp_path):
-    """One class end to end through the real command: a PAL 16:9 DVD program stream."""
+    """One class end to end through the real command: an anamorphic NTSC 16:9 DVD program stream
+    (MPEG-2 with B-frames, AC-3), which failed on the original main in three places."""
     clip = next(c for c in CLIPS if c.id == "ntsc-anamorphic-vob")
     path = tmp_path / f"dvd{clip.suffix}"
     clip.build(path)

@@ -5,8 +5,10 @@ refer to pictures before it. So each piece starts one keyframe earlier (pre-roll
 little past its end; the renderer decodes it and keeps exactly the frames whose timestamps fall
 in the segment. Every source frame lands in exactly one segment, decoded from full references.
 
-Muxers may shift a copied timeline (e.g. to avoid negative B-frame DTS), so each piece is
-anchored: its first keyframe is a known source keyframe, which gives the piece's offset.
+Muxers may shift a copied timeline (e.g. to avoid negative B-frame DTS) and a copy seek may land
+a keyframe early, so each piece is anchored: its keyframes are laid onto the source's keyframes,
+which gives the piece's offset. Program streams seek by byte position, so a piece that misses
+frames is cut again from a few seconds earlier.
 """
 
 from __future__ import annotations
