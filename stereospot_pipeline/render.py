@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.codec import VideoWriter, iter_frames
+from stereospot_pipeline.media.probe import Colour
 from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
 from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
@@ -135,9 +136,11 @@ def whole_video_depth_range(video: Path, converter: StereoConverter) -> DepthRan
 
 def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: SegmentPlan | None = None,
                    converter: StereoConverter | None = None,
-                   on_progress: Callable[[int], None] | None = None) -> RenderResult:
+                   on_progress: Callable[[int], None] | None = None,
+                   size: tuple[int, int] | None = None, colour: Colour | None = None) -> RenderResult:
     """Convert the frames of ``chunk`` (those of ``plan``'s segment, or all) into ``out`` (MP4,
-    H.264) in ``params.layout``.
+    H.264) in ``params.layout``, each eye at ``size`` (the source's display size in square
+    pixels, if given), tagged with the source's ``colour``.
 
     Decode, stereo compute and encode run in three threads joined by small bounded queues, so
     the CPU-bound encoder overlaps with compute and memory does not grow with the segment.
@@ -150,13 +153,16 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
     packed: queue.Queue = queue.Queue(maxsize=2)
     started = time.perf_counter()
 
-    # Frames leave in the source's timeline, so the final mux needs no per-segment offsets.
+    # Frames leave on the source's timeline counted from its first frame (``plan.origin``), so
+    # the final mux needs no per-segment offsets.
     offset = chunk_offset(chunk, plan) if plan else Fraction(0)
+    origin = Fraction(plan.origin) if plan else Fraction(0)
 
     def decode() -> None:
         batch, stamps, lead_in = [], [], []
         keep = (lambda t: plan.contains(t - offset)) if plan else None
-        for frame, pts, tb, kept in iter_frames(chunk, keep, lead_in=LEAD_IN_FRAMES if plan else 0):
+        for frame, pts, tb, kept in iter_frames(chunk, keep, lead_in=LEAD_IN_FRAMES if plan else 0,
+                                                 size=size):
             if not kept:
                 lead_in.append(frame)
                 continue
@@ -165,7 +171,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
                 _put(batches, (np.stack(lead_in), None, tb), stop)
                 lead_in = []
             batch.append(frame)
-            stamps.append(pts - round(offset / tb))
+            stamps.append(pts - round((offset + origin) / tb))
             if len(batch) == params.batch_size:
                 _put(batches, (np.stack(batch), stamps, tb), stop)
                 batch, stamps = [], []
@@ -180,7 +186,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
             if writer is None:
                 h, w = frame_size(frames, PixelFormat.YUV420P)
                 writer = VideoWriter(out, w, h, tb, crf=params.crf, preset=params.preset,
-                                     x264_params=_X264_PARAMS.get(params.layout))
+                                     x264_params=_X264_PARAMS.get(params.layout), colour=colour)
             for frame, pts in zip(frames, stamps):
                 writer.write(frame, pts)
         if writer is not None:
@@ -240,5 +246,8 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
 
 
 def packed_size(width: int, height: int, layout: Layout) -> tuple[int, int]:
-    w, h = output_size(width, height, layout)
+    """The output frame size for a source shown at ``width`` x ``height``. The one rule for odd
+    sizes: each eye is padded to even before packing (``codec.yuv420p`` repeats the edge), so
+    the writer and the geometry check agree (a 97x63 source is 196x64 full SBS)."""
+    w, h = output_size(width + width % 2, height + height % 2, layout)
     return w + w % 2, h + h % 2

@@ -270,7 +270,9 @@ def test_every_real_clip_converts(instance, resources, settings, corpus, clip_na
     out = Path(metadata(result, "published_video")["output"])
     frames, has_audio = decode_all(out)
     assert len(frames) == src.frames and has_audio == src.has_audio
-    assert (frames[0].width, frames[0].height) == (src.width + src.width % 2, src.height + src.height % 2)
+    # Each eye at the display size: anamorphic pixels (ball_576p is PAL 4:3, SAR 16:15) made square.
+    w, h = src.display_size
+    assert (frames[0].width, frames[0].height) == (w + w % 2, h + h % 2)
     assert source.read_bytes() == before
 
 

@@ -97,7 +97,7 @@ def decodes_fully(decoded_frames: int, expected_frames: int, error: str | None) 
 
 
 def geometry_matches(source: VideoInfo, output: VideoInfo, layout: Layout) -> AssetCheckResult:
-    expected = packed_size(source.width, source.height, layout)
+    expected = packed_size(*source.display_size, layout)
     actual = (output.width, output.height)
     return AssetCheckResult(
         passed=actual == expected,

@@ -10,30 +10,39 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stereospot_pipeline.media.probe import Colour, colour_code, main_video
+from stereospot_pipeline.media.timing import decoded, presented
+
 
 def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None, lead_in: int = 0,
-                ) -> Iterator[tuple[np.ndarray, int, Fraction, bool]]:
+                size: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, int, Fraction, bool]]:
     """Yield (yuv420p uint8 [H*3/2,W], pts, time_base, kept) for each frame of the first video
-    track whose time (seconds) passes ``keep`` (kept=True), preceded by up to ``lead_in`` of the
-    frames just before the first of them (kept=False: context, e.g. for temporal filters). Other
-    frames are decoded (as references) but not converted. Odd sizes come padded to even (see
-    ``yuv420p``)."""
-    before: deque[av.VideoFrame] = deque(maxlen=lead_in or None)
+    track whose presentation time (seconds, see ``timing.presented``) passes ``keep``
+    (kept=True), preceded by up to ``lead_in`` of the frames just before the first of them
+    (kept=False: context, e.g. for temporal filters). Other frames are decoded (as references)
+    but not converted. Frames come at ``size`` (width, height: the display size of anamorphic
+    video) if given; odd sizes come padded to even (see ``yuv420p``)."""
+    before: deque[tuple[av.VideoFrame, int]] = deque(maxlen=lead_in or None)
     started = False
+
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        if size is None or size == (frame.width, frame.height):
+            return yuv420p(frame)
+        return yuv420p(frame, *size)
+
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = main_video(container)
         stream.thread_type = "AUTO"  # frame threading roughly doubles decode speed
-        for frame in container.decode(stream):
-            pts = frame.pts if frame.pts is not None else frame.dts
+        for frame, pts in presented(decoded(container, stream)):
             if keep is None or keep(pts * frame.time_base):
                 if not started:
                     started = True
-                    for early in before:
-                        yield yuv420p(early), early.pts, early.time_base, False
+                    for early, early_pts in before:
+                        yield convert(early), early_pts, early.time_base, False
                     before.clear()
-                yield yuv420p(frame), pts, frame.time_base, True
+                yield convert(frame), pts, frame.time_base, True
             elif lead_in and not started:
-                before.append(frame)
+                before.append((frame, pts))
 
 
 def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None = None) -> np.ndarray:
@@ -45,6 +54,12 @@ def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None =
     repeated (not rescaled, which would soften every pixel).
     """
     h, w = frame.height, frame.width
+    if frame.color_range == 2 or frame.format.name.startswith("yuvj"):
+        # Full range (JPEG-style) to the limited range the engine and its output tags assume.
+        frame = frame.reformat(width=width or w, height=height or h, format="yuv420p",
+                               src_color_range="JPEG", dst_color_range="MPEG")
+        width = height = None
+        h, w = frame.height, frame.width
     if width is None and (w % 2 or h % 2):
         rgb = pad_even(frame.to_ndarray(format="rgb24")[None])[0]
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -69,7 +84,8 @@ class VideoWriter:
     conversion) that keeps the caller's timestamps (variable frame rate survives)."""
 
     def __init__(self, path: Path, width: int, height: int, time_base: Fraction, *, crf: int = 20,
-                 preset: str = "veryfast", x264_params: str | None = None, rate: Fraction | None = None):
+                 preset: str = "veryfast", x264_params: str | None = None, rate: Fraction | None = None,
+                 colour: Colour | None = None):
         self.container = av.open(str(path), "w", format="mp4" if path.suffix == ".mp4" else None)
         self.stream = self.container.add_stream("libx264", rate=rate)
         # 4:2:0 needs even sizes; ``yuv420p`` pads odd sources.
@@ -78,8 +94,11 @@ class VideoWriter:
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
         opts = {"crf": str(crf), "preset": preset}
-        if x264_params:
-            opts["x264-params"] = x264_params
+        params = [x264_params] if x264_params else []
+        if colour is not None:
+            params += _tag(self.stream.codec_context, colour)
+        if params:
+            opts["x264-params"] = ":".join(params)
         self.stream.options = opts
         # Frame threads, as the ffmpeg tool uses (PyAV's default is slice threads), so the
         # comparison with a plain re-encode measures the same encoder work.
@@ -122,6 +141,21 @@ class VideoWriter:
             self.close()
         else:
             self.container.close()
+
+
+def _tag(ctx, colour: Colour) -> list[str]:
+    """Tag the stream with the source's colour (players otherwise guess, often wrongly: BT.601
+    for small frames). Frames reach the writer in limited range (``yuv420p``)."""
+    ctx.color_range = 1
+    params = ["range=tv"]
+    for kind, attr, x264 in (("primaries", "color_primaries", "colorprim"), ("transfer", "color_trc", "transfer"),
+                             ("matrix", "colorspace", "colormatrix")):
+        name = getattr(colour, kind)
+        code = colour_code(kind, name)
+        if code is not None:
+            setattr(ctx, attr, code)
+            params.append(f"{x264}={name}")
+    return params
 
 
 def pad_even(rgb: np.ndarray) -> np.ndarray:

@@ -17,11 +17,12 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
                    audio_bitrate: int = 192_000) -> None:
     """Write ``out`` (MP4) from the segments' video packets plus every audio track of ``source``.
 
-    Segments carry the source timeline (``-copyts`` split), so packets are copied with their own
-    timestamps shifted by the source's start: audio and video stay in sync however the source
-    started, and variable frame rate survives.
+    Segments carry the source timeline counted from its first frame (``SegmentPlan.origin``), so
+    packets are copied with their own timestamps shifted by the source's start: audio and video
+    stay in sync however the source started, and variable frame rate survives.
     """
     zero = Fraction(info.start_time_s).limit_denominator(1_000_000)
+    origin = Fraction(info.first_frame_time or 0)
     with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
         with av.open(str(segments[0])) as first:
             vin = first.streams.video[0]
@@ -31,7 +32,7 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
             # earliest frame actually present (an offset of a fraction of a frame for audio).
             earliest = min((p.pts for p in first.demux(vin) if p.size and p.pts is not None), default=None)
             if earliest is not None:
-                zero = min(zero, earliest * vin.time_base)
+                zero = min(zero, origin + earliest * vin.time_base)
         with av.open(str(source), metadata_errors="ignore") as src:
             plans = []
             for a in src.streams.audio:
@@ -45,7 +46,7 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
             for seg in segments:
                 with av.open(str(seg)) as s:
                     vin = s.streams.video[0]
-                    shift = round(zero / vin.time_base)
+                    shift = round((zero - origin) / vin.time_base)
                     for pkt in s.demux(vin):
                         if pkt.size == 0:
                             continue

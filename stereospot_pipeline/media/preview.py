@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from matplotlib import image as mpimg
 
+from stereospot_pipeline.media.probe import main_video
+from stereospot_pipeline.media.timing import decoded
 from stereospot_pipeline.stereo.convert import StereoConverter
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 
@@ -19,19 +21,39 @@ THUMB_WIDTH = 320
 
 
 def frame_at(path: Path, fraction: float = 0.5) -> np.ndarray:
-    """uint8 RGB [H,W,3] of the first frame at or after ``fraction`` of the video's duration."""
+    """uint8 RGB [H,W,3] of the first frame at or after ``fraction`` of the video's duration
+    (the last frame if none is).
+
+    A seek is only a shortcut: some files cannot seek (FLV without an index), and on others it
+    lands past every frame (MPEG-TS far from zero with long GOPs), so the frame is then found by
+    decoding from the start. Raises ``ValueError`` if the file shows no frame at all.
+    """
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        target = (stream.start_time or 0) + int((stream.duration or 0) * fraction)
-        # Seeking lands on the keyframe before the target; decoding forward reaches it.
-        container.seek(target, stream=stream)
-        frame = None
-        for frame in container.decode(stream):
-            if frame.pts is None or frame.pts >= target:
-                break
-        if frame is None:
-            raise ValueError(f"{path} has no decodable video frame")
-        return frame.to_ndarray(format="rgb24")
+        stream = main_video(container)
+        start = stream.start_time or 0
+        duration = stream.duration or (
+            round(container.duration / av.time_base / stream.time_base) if container.duration else 0)
+        target = start + int(duration * fraction)
+        try:
+            # Seeking lands on the keyframe before the target; decoding forward reaches it.
+            container.seek(target, stream=stream)
+            frame = _first_from(decoded(container, stream), target)
+        except av.error.FFmpegError:
+            frame = None
+    if frame is None:
+        with av.open(str(path)) as container:
+            frame = _first_from(decoded(container, main_video(container)), target)
+    if frame is None:
+        raise ValueError(f"{path} has no decodable video frame")
+    return frame.to_ndarray(format="rgb24")
+
+
+def _first_from(frames, target: int) -> av.VideoFrame | None:
+    frame = None
+    for frame in frames:
+        if frame.pts is None or frame.pts >= target:
+            break
+    return frame
 
 
 def depth_preview(rgb: np.ndarray, params: StereoParams) -> np.ndarray:

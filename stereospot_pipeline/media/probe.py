@@ -32,6 +32,23 @@ class KeyFrame(BaseModel):
     time: str  # exact seconds as a fraction "n/d": float rounding would misplace cuts
 
 
+class Colour(BaseModel):
+    """The colour tags of the first frame, as ffmpeg names them ("unknown" when unset)."""
+
+    primaries: str = "unknown"
+    transfer: str = "unknown"
+    matrix: str = "unknown"
+    range: str = "unknown"  # "tv" (limited) or "pc" (full)
+
+    @property
+    def hdr(self) -> bool:
+        return self.transfer in HDR_TRANSFERS
+
+
+# PQ (HDR10, Dolby Vision base layers) and HLG (broadcast, phones).
+HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
+
+
 class VideoInfo(BaseModel):
     path: str
     container: str
@@ -46,12 +63,33 @@ class VideoInfo(BaseModel):
     start_time_s: float
     rotation: int  # degrees clockwise the picture turns to be shown upright (as the `rotate` tag)
     interlaced: bool = False
+    video_index: int = 0  # the stream the conversion reads (see ``main_video``)
+    first_frame_time: str | None = None  # exact time "n/d" of the first frame shown
+    first_keyframe_time: str | None = None  # of the first keyframe stored (an edit list may hide it)
+    sar: str = "1"  # sample (pixel) aspect ratio "n/d": not 1 for anamorphic video (DVD, HDV)
+    colour: Colour = Colour()
     audio: list[AudioInfo]
     keyframes: list[KeyFrame]
 
     @property
     def has_audio(self) -> bool:
         return bool(self.audio)
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) in square pixels, as players show the picture: anamorphic widths are
+        stretched by the pixel aspect (and kept even: 4:2:0 needs it); square-pixel sizes are
+        the stored ones (odd sides are padded later, one rule for writer and checks)."""
+        sar = Fraction(self.sar)
+        if sar == 1:
+            return self.width, self.height
+        return max(2, round(self.width * sar / 2) * 2), self.height
+
+
+def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video track people mean, as ffmpeg chooses it (``av_find_best_stream``): never a cover
+    picture, which files often store as the first video stream, nor a one-frame thumbnail track."""
+    return container.streams.best("video")
 
 
 def _fail(path: Path, problem: str, hint: str = "check that the file is a complete video") -> InvalidVideoError:
@@ -80,7 +118,7 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             raise _fail(path, f"has no video stream (found: {', '.join(kinds)})", "provide a file with a video track")
-        vstream = container.streams.video[0]
+        vstream = main_video(container)
         ctx = vstream.codec_context
         if not ctx.width or not ctx.height:
             raise _fail(path, "video stream has no frame size", "the stream is damaged; re-export the file")
@@ -93,6 +131,7 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
         tb = vstream.time_base
         times: list[Fraction] = []
         decode_order: list[tuple[Fraction, bool]] = []
+        first_key: Fraction | None = None  # in decode order, shown or not: where a cut from the start begins
         try:
             for packet in container.demux(vstream):
                 if packet.size == 0:
@@ -101,6 +140,11 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
                 if ts is None:
                     continue
                 t = Fraction(ts) * tb
+                if packet.is_keyframe and first_key is None:
+                    first_key = t
+                # Packets an edit list hides are decoded as references but never shown.
+                if packet.is_discard:
+                    continue
                 times.append(t)
                 decode_order.append((t, bool(packet.is_keyframe)))
         except av.error.FFmpegError as exc:
@@ -117,7 +161,9 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
             for a in container.streams.audio
         ]
         declared = container.duration / av.time_base if container.duration else None
-        rotation, interlaced = _first_frame_facts(path, vstream)
+        rotation, interlaced, colour = _first_frame_facts(path, vstream)
+        sar = Fraction(ctx.sample_aspect_ratio) if ctx.sample_aspect_ratio else Fraction(1)
+        video_index = vstream.index
         container_name = container.format.name
         start_time = container.start_time / av.time_base if container.start_time is not None else float(min(times))
 
@@ -140,7 +186,8 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
         # off (a missing last-packet duration) and variable-rate video has no single rate.
         fps=float(1 / frame_dur),
         frames=len(ordered), duration_s=duration, start_time_s=start_time, rotation=rotation,
-        interlaced=interlaced,
+        interlaced=interlaced, video_index=video_index, sar=str(sar), colour=colour, first_frame_time=str(ordered[0]),
+        first_keyframe_time=str(first_key) if first_key is not None else None,
         audio=audio, keyframes=keyframes,
     )
 
@@ -157,21 +204,45 @@ def _too_long(path: Path, duration: float, limit: float) -> InvalidVideoError:
                  "(STEREOSPOT_MAX_DURATION_S)", "split the video into parts, or raise the limit")
 
 
-def _first_frame_facts(path: Path, stream) -> tuple[int, bool]:
-    """(rotation, interlaced) of the first decodable frame. Phones store portrait video as
+def _first_frame_facts(path: Path, stream) -> tuple[int, bool, Colour]:
+    """(rotation, interlaced, colour tags) of the first decodable frame. Phones store portrait video as
     landscape pixels plus a display matrix, which PyAV reports per frame; the old ``rotate`` tag
     is the fallback. Interlacing is flagged per frame too (the container's field order is often
     unset)."""
     rotation, interlaced = _rotation_tag(stream), stream.codec_context.field_order not in (0, 1)
     try:
         with av.open(str(path), metadata_errors="ignore", options=GENPTS) as container:
-            for frame in container.decode(container.streams.video[0]):
+            for frame in container.decode(main_video(container)):
                 if frame.rotation:
                     rotation = round(-frame.rotation) % 360
-                return rotation, interlaced or bool(frame.interlaced_frame)
+                return rotation, interlaced or bool(frame.interlaced_frame), frame_colour(frame)
     except av.error.FFmpegError:
         pass  # an undecodable stream is reported by the packet scan and the renderer
-    return rotation, interlaced
+    return rotation, interlaced, Colour()
+
+
+# ffmpeg's names of the colour tags (libavutil/pixfmt.h) for the values seen in video files.
+PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020",
+             11: "smpte431", 12: "smpte432"}
+TRANSFERS = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+             13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 18: "arib-std-b67"}
+MATRICES = {0: "gbr", 1: "bt709", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+_NAMES = {"primaries": PRIMARIES, "transfer": TRANSFERS, "matrix": MATRICES}
+
+
+def frame_colour(frame: av.VideoFrame) -> Colour:
+    """The colour tags of a decoded frame. JPEG-style formats (yuvj*, MJPEG) are full range by
+    definition even when untagged."""
+    full = frame.color_range == 2 or frame.format.name.startswith("yuvj")
+    return Colour(primaries=PRIMARIES.get(frame.color_primaries, "unknown"),
+                  transfer=TRANSFERS.get(frame.color_trc, "unknown"),
+                  matrix=MATRICES.get(frame.colorspace, "unknown"),
+                  range="pc" if full else ("tv" if frame.color_range == 1 else "unknown"))
+
+
+def colour_code(kind: str, name: str) -> int | None:
+    """The libav number of a colour tag name (``kind``: primaries, transfer, matrix)."""
+    return next((code for code, n in _NAMES[kind].items() if n == name), None)
 
 
 def _rotation_tag(stream) -> int:

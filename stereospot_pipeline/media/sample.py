@@ -9,6 +9,8 @@ import av
 import numpy as np
 
 from stereospot_pipeline.media.codec import yuv420p
+from stereospot_pipeline.media.probe import main_video
+from stereospot_pipeline.media.timing import decoded
 
 
 def _scaled(frame: av.VideoFrame, short_side: int) -> np.ndarray:
@@ -31,19 +33,21 @@ def sample_frames(path: Path, *, every_s: float = 1.0, short_side: int = 224,
     decode.
     """
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream = main_video(container)
         total_s = float(container.duration / av.time_base) if container.duration else 0.0
-        # Enough samples to cover the video evenly, but never more than max_frames.
-        every_s = max(every_s, total_s / max_frames) if total_s else every_s
         keyframes_only = sum(1 for p in container.demux(stream) if p.is_keyframe) >= min_keyframes
-        # A stream whose every frame is flagged non-reference would yield nothing: decode it all.
-        for skip in ("NONKEY",) if keyframes_only else ("NONREF", "DEFAULT"):
-            container.seek(0)
+    # Enough samples to cover the video evenly, but never more than max_frames.
+    every_s = max(every_s, total_s / max_frames) if total_s else every_s
+    # A stream whose every frame is flagged non-reference would yield nothing: decode it all.
+    for skip in ("NONKEY",) if keyframes_only else ("NONREF", "DEFAULT"):
+        # Opened afresh rather than seeking back: not every file can seek (FLV without an index).
+        with av.open(str(path)) as container:
+            stream = main_video(container)
+            stream.thread_type = "AUTO"
             stream.codec_context.skip_frame = skip
-            yielded = yield from _spread(container.decode(stream), every_s, short_side, max_frames)
-            if yielded:
-                return
+            yielded = yield from _spread(decoded(container, stream), every_s, short_side, max_frames)
+        if yielded:
+            return
 
 
 def _spread(frames: Iterator[av.VideoFrame], every_s: float, short_side: int,

@@ -5,12 +5,15 @@ refer to pictures before it. So each piece starts one keyframe earlier (pre-roll
 little past its end; the renderer decodes it and keeps exactly the frames whose timestamps fall
 in the segment. Every source frame lands in exactly one segment, decoded from full references.
 
-Muxers may shift a copied timeline (e.g. to avoid negative B-frame DTS), so each piece is
-anchored: its first keyframe is a known source keyframe, which gives the piece's offset.
+Muxers may shift a copied timeline (e.g. to avoid negative B-frame DTS) and a copy seek may land
+a keyframe early, so each piece is anchored: its keyframes are laid onto the source's keyframes,
+which gives the piece's offset. Program streams seek by byte position, so a piece that misses
+frames is cut again from a few seconds earlier.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +27,9 @@ from stereospot_pipeline.media.probe import GENPTS, VideoInfo
 # Past the segment's end, frames still shown before the end may follow in decode order
 # (B-frame reordering, open-GOP leading pictures); a second covers any real stream.
 _TAIL_MARGIN_S = 1.0
+# Seeking by stream copy is exact in indexed containers but only approximate in program streams
+# (by byte position): a piece that misses frames is cut again from this much earlier.
+_RESEEK_S = 5.0
 
 
 # The first segment starts with whatever the stream shows first, even before its first keyframe.
@@ -41,6 +47,13 @@ class SegmentPlan(BaseModel):
     anchor_time: str  # source timestamp of the keyframe the piece starts with
     cut_from: float | None  # ffmpeg -ss value that starts the piece at that keyframe
     tolerance_s: float  # timestamps may move by a rounding step through the NUT container
+    # Source keyframe times around the piece: the piece's own keyframes must line up with them,
+    # which tells how far a muxer or the copy seek shifted it.
+    nearby_keyframes: list[str] = []
+    # Source time the rendered segments count from: the first frame. Source timelines can start
+    # far from zero or below it (an unwrapped 33-bit MPEG-TS clock, edit lists), and a negative
+    # timestamp would be shifted by the segment's MP4 muxer, breaking the join.
+    origin: str = "0"
 
     def contains(self, t: Fraction) -> bool:
         """Whether source time ``t`` (seconds) belongs to this segment."""
@@ -62,7 +75,8 @@ def plan_segments(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
         previous = keyframes[cuts[-1]].frame if len(cuts) > 1 else 0
         if kf.frame > 0 and (kf.frame - previous) / fps >= segment_seconds:
             cuts.append(j)
-    first_key = min(keyframes, key=lambda k: Fraction(k.time)).time if keyframes else "0"
+    # A piece cut from the start begins at the first stored keyframe, which an edit list may hide.
+    first_key = info.first_keyframe_time or (min(keyframes, key=lambda k: Fraction(k.time)).time if keyframes else "0")
     # Each cut after the first decodes from the keyframe before it (pre-roll).
     starts = [(0, None, first_key)] + [(keyframes[j].frame, keyframes[j].time, keyframes[j - 1].time)
                                        for j in cuts[1:]]
@@ -70,22 +84,30 @@ def plan_segments(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
         starts.pop()
     plans = []
     tolerance = 0.25 / fps
+    key_times = sorted(Fraction(k.time) for k in keyframes)
     for i, (frame, time, anchor) in enumerate(starts):
         end_frame = starts[i + 1][0] if i + 1 < len(starts) else info.frames
+        end = starts[i + 1][1] if i + 1 < len(starts) else None
+        # From before the anchor (a copy seek may land early, or be retried earlier) past the tail.
+        lo = max(0, bisect_left(key_times, Fraction(anchor) - Fraction(_RESEEK_S) - 1) - 1)
+        hi = len(key_times) if end is None else bisect_right(key_times, Fraction(end) + Fraction(_TAIL_MARGIN_S) + 1) + 1
         plans.append(SegmentPlan(
             index=i, start_frame=frame, frames=end_frame - frame, start_s=frame / fps,
             duration_s=(end_frame - frame) / fps,
-            start_time=time or _BEFORE_ANY_FRAME,
+            # The first segment starts at the first frame shown (edit lists hide earlier ones).
+            start_time=time or info.first_frame_time or _BEFORE_ANY_FRAME,
             end_time=starts[i + 1][1] if i + 1 < len(starts) else None,
             anchor_time=anchor,
             # A hair past the keyframe: ffmpeg's copy seek then starts exactly at it.
             cut_from=float(Fraction(anchor)) + tolerance if i else None,
             tolerance_s=tolerance,
+            nearby_keyframes=[str(t) for t in key_times[lo:hi]],
+            origin=info.first_frame_time or "0",
         ))
     return plans
 
 
-def split_video(source: Path, plans: list[SegmentPlan], out_dir: Path) -> list[Path]:
+def split_video(source: Path, plans: list[SegmentPlan], out_dir: Path, video_index: int = 0) -> list[Path]:
     """Stream-copy each segment's video (with pre-roll and tail) into a NUT file: NUT carries any
     codec with exact timestamps, and ``-copyts`` keeps the source timeline. Verifies that each
     piece holds exactly the planned frames."""
@@ -93,14 +115,21 @@ def split_video(source: Path, plans: list[SegmentPlan], out_dir: Path) -> list[P
     paths = []
     for plan in plans:
         path = out_dir / f"{plan.index:05d}.nut"
-        args = ["-fflags", GENPTS["fflags"], "-copyts"]
-        if plan.cut_from is not None:
-            args += ["-ss", f"{plan.cut_from:.6f}"]
-        args += ["-i", str(source), "-map", "0:v:0", "-c", "copy", "-an", "-sn", "-dn"]
-        if plan.end_time is not None:
-            args += ["-to", f"{float(Fraction(plan.end_time)) + _TAIL_MARGIN_S:.6f}"]
-        run_ffmpeg([*args, "-f", "nut", str(path)], source=str(source), what=f"cut segment {plan.index}")
-        got = count_frames_in(path, plan)
+        got = 0
+        for back in (0.0, _RESEEK_S) if plan.cut_from is not None else (0.0,):
+            args = ["-fflags", GENPTS["fflags"], "-copyts"]
+            if plan.cut_from is not None:
+                args += ["-ss", f"{max(0.0, plan.cut_from - back):.6f}"]
+            args += ["-i", str(source), "-map", f"0:{video_index}", "-c", "copy", "-an", "-sn", "-dn"]
+            if plan.end_time is not None:
+                args += ["-to", f"{float(Fraction(plan.end_time)) + _TAIL_MARGIN_S:.6f}"]
+            run_ffmpeg([*args, "-f", "nut", str(path)], source=str(source), what=f"cut segment {plan.index}")
+            try:
+                got = count_frames_in(path, plan)
+            except (av.error.FFmpegError, InvalidVideoError):
+                got = 0  # an empty piece: the seek landed past it
+            if got == plan.frames:
+                break
         if got != plan.frames:
             raise InvalidVideoError(
                 str(source),
@@ -123,11 +152,20 @@ def _packet_times(path: Path):
 
 
 def chunk_offset(path: Path, plan: SegmentPlan) -> Fraction:
-    """How far the piece's timeline sits from the source's (piece time - source time)."""
-    for t, is_key in _packet_times(path):
-        if is_key:
-            return t - Fraction(plan.anchor_time)
-    raise InvalidVideoError(str(path), f"segment {plan.index} holds no keyframe", "re-export the source")
+    """How far the piece's timeline sits from the source's (piece time - source time): the
+    smallest shift that lays every keyframe of the piece onto a source keyframe (a copy seek
+    can land a keyframe early, and muxers shift B-frame streams), else first keyframe = anchor."""
+    piece = [t for t, is_key in _packet_times(path) if is_key]
+    if not piece:
+        raise InvalidVideoError(str(path), f"segment {plan.index} holds no keyframe", "re-export the source")
+    known = [Fraction(k) for k in plan.nearby_keyframes]
+    tol = Fraction(plan.tolerance_s)
+
+    def lines_up(offset: Fraction) -> bool:
+        return all(any(abs(t - offset - k) <= tol for k in known) for t in piece)
+
+    fits = [piece[0] - k for k in known if lines_up(piece[0] - k)]
+    return min(fits, key=abs) if fits else piece[0] - Fraction(plan.anchor_time)
 
 
 def count_frames_in(path: Path, plan: SegmentPlan) -> int:

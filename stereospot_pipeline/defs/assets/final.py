@@ -5,6 +5,7 @@ import unicodedata
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 
+import av
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from stereospot_pipeline import keys
@@ -86,16 +87,22 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         store.put_file(out, stored)
         params = manifest["params"]
         # The same moment in the output and, as the engine sees it, in depth.
-        frame = frame_at(out)
-        previews = {"frame": (frame, THUMB_WIDTH * frame.shape[1] // source.width),
-                    "depth": (depth_preview(frame_at(src), StereoParams.model_validate(params)), THUMB_WIDTH)}
+        try:
+            frame = frame_at(out)
+            previews = {"frame": (frame, THUMB_WIDTH * frame.shape[1] // source.display_size[0]),
+                        "depth": (depth_preview(frame_at(src), StereoParams.model_validate(params)), THUMB_WIDTH)}
+            no_preview = None
+        except (ValueError, av.error.FFmpegError) as exc:
+            # A preview is a convenience: the video itself is complete and checked without one.
+            previews, no_preview = {}, f"no preview: {exc}"
+            context.log.warning(no_preview)
     for label, (rgb, _) in previews.items():
         store.put_bytes(png_bytes(rgb), preview_key(stored, label))
     context.log.info(f"joined {name}: {result.frames} frames, {result.duration_s:.2f}s")
     return MaterializeResult(metadata={
         "storage_key": stored,
         "storage_url": MetadataValue.path(store.url(stored)),
-        "preview": MetadataValue.md("\n\n".join(
+        "preview": no_preview or MetadataValue.md("\n\n".join(
             markdown_image(png_bytes(thumbnail(rgb, width)), f"{label} at 50%") for label, (rgb, width) in previews.items())),
         "preview_files": MetadataValue.json({label: store.url(preview_key(stored, label)) for label in previews}),
         "layout": params["layout"],

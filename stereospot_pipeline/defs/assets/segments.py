@@ -31,12 +31,12 @@ def segments(context: AssetExecutionContext, config: SegmentsConfig, store: Obje
     with tempfile.TemporaryDirectory(prefix="stereospot-split-") as tmp, reported_as_failure():
         with store.local_copy(raw["storage_key"]) as src:
             try:
-                chunks = split_video(src, plans, Path(tmp) / "chunks")
+                chunks = split_video(src, plans, Path(tmp) / "chunks", info.video_index)
             except InvalidVideoError as exc:
                 # Some streams cannot be cut cleanly by copy; one segment still converts them.
                 context.log.warning(f"{exc}; falling back to a single segment")
                 plans = plan_segments(info, info.duration_s + 1.0)
-                chunks = split_video(src, plans, Path(tmp) / "single")
+                chunks = split_video(src, plans, Path(tmp) / "single", info.video_index)
         plan_id = hashlib.sha256(
             ("|".join(f"{p.start_frame}:{p.frames}" for p in plans) + info.model_dump_json()).encode()
         ).hexdigest()[:12]

@@ -11,7 +11,7 @@ from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.media.preview import frame_at, markdown_image, png_bytes, preview_key, thumbnail
 from stereospot_pipeline.media.probe import probe_video
-from stereospot_pipeline.media.upright import needs_upright_copy, upright_copy
+from stereospot_pipeline.media.working_copy import working_copy, working_copy_reasons
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.sources import open_source
 from stereospot_pipeline.storage import ObjectStore
@@ -32,19 +32,25 @@ def source_video(context: AssetExecutionContext, store: ObjectStore) -> Material
     with (reported_as_failure(), open_source(reg["uri"]) as local,
           tempfile.TemporaryDirectory(prefix="stereospot-source-") as tmp):
         original = info = probe_video(local, max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s)
-        if needs_upright_copy(original):
-            local = upright_copy(local, original, Path(tmp) / "upright.nut")
+        reasons = working_copy_reasons(original, settings.hdr)
+        if reasons:
+            local = working_copy(local, original, reasons, Path(tmp) / "working.nut")
             info = probe_video(local)
             stored = keys.source(key, ".nut")
         if not (store.exists(stored) and store.size(stored) == info.size_bytes):
             store.put_file(local, stored)
         try:
-            frame = frame_at(local)
+            frame, no_preview = frame_at(local), None
         except av.error.FFmpegError as exc:
             # The index reads packets only; a damaged picture shows up when it is decoded.
             raise InvalidVideoError(str(local), f"a frame in the middle cannot be decoded ({exc.strerror or exc})",
                                     "the file is damaged; re-download or re-export it") from exc
-    store.put_bytes(png_bytes(frame), preview_key(stored))
+        except ValueError as exc:
+            # A preview is a convenience: the conversion goes on without one.
+            frame, no_preview = None, f"no preview: {exc}"
+            context.log.warning(no_preview)
+    if frame is not None:
+        store.put_bytes(png_bytes(frame), preview_key(stored))
     store.put_json({**info.model_dump(), "storage_key": stored}, keys.source_info(key))
     context.log.info(f"{reg['name']}: {info.width}x{info.height} {info.codec}, {info.frames} frames, "
                      f"{info.fps:.3f} fps, {info.duration_s:.2f}s, audio tracks: {len(info.audio)}")
@@ -64,10 +70,18 @@ def source_video(context: AssetExecutionContext, store: ObjectStore) -> Material
         "size_bytes": info.size_bytes,
         "audio": MetadataValue.json([a.model_dump() for a in info.audio]),
         "audio_layout": ", ".join(f"{a.codec} {a.layout} {a.sample_rate} Hz" for a in info.audio) or "none",
-        "preview": MetadataValue.md(markdown_image(png_bytes(thumbnail(frame)), "frame at 50%")),
-        "preview_file": MetadataValue.path(store.url(preview_key(stored))),
+        **({"preview": MetadataValue.md(markdown_image(png_bytes(thumbnail(frame)), "frame at 50%")),
+            "preview_file": MetadataValue.path(store.url(preview_key(stored)))} if frame is not None
+           else {"preview": no_preview}),
         "file": MetadataValue.path(store.url(stored)),
         "clean_keyframes": len(info.keyframes),
         "rotation": original.rotation,
         "interlaced": original.interlaced,
+        "working_copy": "; ".join(reasons) or "none: the source is used as it is",
+        "pixel_aspect": original.sar,
+        # What each eye shows: anamorphic pixels are made square at the display aspect.
+        "display_size": "{}x{}".format(*info.display_size) + (
+            f" (stored {info.width}x{info.height} with pixel aspect {info.sar}, scaled to square pixels)"
+            if info.display_size != (info.width, info.height) else ""),
+        "colour": MetadataValue.json(original.colour.model_dump()),
     })

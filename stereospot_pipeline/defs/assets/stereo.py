@@ -33,6 +33,7 @@ from stereospot_pipeline.defs.resources import EngineResource
 from stereospot_pipeline.defs.tables import STEREO_SEGMENT_SCHEMA
 from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.render import RenderResult, render_segment, whole_video_depth_range
+from stereospot_pipeline.media.probe import Colour, VideoInfo
 from stereospot_pipeline.media.segment import SegmentPlan
 from stereospot_pipeline.stereo.convert import StereoConverter, pick_device
 from stereospot_pipeline.stereo.models import choose_model, upgrade_hint
@@ -121,8 +122,11 @@ def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, stor
         f"{ENGINE_VERSION}".encode()
     ).hexdigest()[:16]
     count = len(plan["segments"])
+    # Each eye at the source's display size (anamorphic pixels made square), with its colour tags.
+    source = VideoInfo.model_validate(store.get_json(keys.source_info(key)))
+    picture = {"size": list(source.display_size), "colour": source.colour.model_dump()}
     for seg in plan["segments"]:
-        task = {**seg, "video": key, "count": count, "fingerprint": fingerprint,
+        task = {**seg, **picture, "video": key, "count": count, "fingerprint": fingerprint,
                 "params": params.model_dump(mode="json"), "depth_range": depth_range}
         yield DynamicOutput(task, mapping_key=f"segment_{seg['index']:05d}")
 
@@ -160,7 +164,8 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
         with store.local_copy(task["key"]) as chunk:
             try:
                 result: RenderResult = render_segment(chunk, out, params, plan=SegmentPlan.model_validate(task),
-                                                      converter=converter, on_progress=progress)
+                                                      converter=converter, on_progress=progress,
+                                                      size=tuple(task["size"]), colour=Colour(**task["colour"]))
             except Exception as exc:
                 exc.args = (f"{label} of {video} failed: {exc}",) + exc.args[1:]
                 raise
