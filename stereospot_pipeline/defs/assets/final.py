@@ -68,7 +68,8 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
     context.log.info(f"joined {name}: {result.frames} frames, {result.duration_s:.2f}s")
     return MaterializeResult(metadata={
         "storage_key": stored,
-        "storage_url": MetadataValue.path(store.url(stored)),
+        "storage_url": MetadataValue.url(store.link(stored)),
+        "storage_location": MetadataValue.path(store.location(stored)),
         "preview": MetadataValue.md("\n\n".join(
             markdown_image(png_bytes(thumbnail(rgb, width)), f"{label} at 50%") for label, (rgb, width) in previews.items())),
         "preview_files": MetadataValue.json({label: store.url(preview_key(stored, label)) for label in previews}),
@@ -98,4 +99,8 @@ def published_video(context: AssetExecutionContext, store: ObjectStore, outbox: 
         # One atomic write: the outbox never holds a partial file.
         outbox.put_file(local, name)
     context.log.info(f"published {outbox.url(name)}")
-    return MaterializeResult(metadata={"output": MetadataValue.path(outbox.url(name))})
+    # A clickable link (presigned on S3, so it expires) beside the stable address, and the key the
+    # delete job removes.
+    return MaterializeResult(metadata={"output": MetadataValue.path(outbox.location(name)),
+                                       "output_url": MetadataValue.url(outbox.link(name)),
+                                       "outbox_key": name})

@@ -31,6 +31,7 @@ from stereospot_pipeline.defs.executor import gpu_op_tags
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.resources import EngineResource
 from stereospot_pipeline.defs.tables import STEREO_SEGMENT_SCHEMA
+from stereospot_pipeline.defs.video_settings import with_stored
 from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.render import RenderResult, render_segment, whole_video_depth_range
 from stereospot_pipeline.media.segment import SegmentPlan
@@ -86,6 +87,7 @@ def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, en
 def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, store: ObjectStore,
                          engine: EngineResource):
     key = context.partition_key
+    config = with_stored(context, config, store, "stereo")
     plan = store.get_json(keys.segment_plan(key))
     sha = store.get_json(registry_key(key))["sha256"]
     params = StereoParams.model_validate(config.model_dump())
@@ -190,6 +192,8 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
     group_name="conversion",
     ins={"segments": AssetIn(dagster_type=Nothing)},
     kinds={"pytorch"},
+    # The UI marks a partition converted by an older engine (and everything after it) as stale.
+    code_version=ENGINE_VERSION,
 )
 def stereo_segments(segments):
     """Every segment converted to stereo (depth estimation, warp, layout, encode), one step each."""

@@ -1,0 +1,184 @@
+"""The library's doors in Dagster: add a new video from the Launchpad (and convert it with the
+settings given there), delete a video, sweep stale local work objects on a schedule."""
+
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    Config,
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    OpExecutionContext,
+    RunRequest,
+    RunsFilter,
+    RunStatusSensorContext,
+    ScheduleDefinition,
+    job,
+    op,
+    run_status_sensor,
+)
+from pydantic import Field
+
+from stereospot_pipeline.defs.assets.segments import SegmentsConfig
+from stereospot_pipeline.defs.assets.stereo import StereoConfig
+from stereospot_pipeline.defs.checks import ComfortConfig, SeamConfig
+from stereospot_pipeline.defs.errors import reported_as_failure
+from stereospot_pipeline.defs.jobs import convert_video
+from stereospot_pipeline.defs.partitions import videos
+from stereospot_pipeline.defs.video_settings import given_config, run_config, settings_from_config
+from stereospot_pipeline.errors import StereospotError
+from stereospot_pipeline.ingest import load_settings, registry_key, save_settings
+from stereospot_pipeline.library import add_source, delete_video_objects, sweep_work
+from stereospot_pipeline.settings import Settings
+from stereospot_pipeline.storage import LocalObjectStore, ObjectStore
+
+ADDED_VIDEO_TAG = "stereospot/video"
+_BUSY = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+         DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+
+
+def add_video_to_library(instance: DagsterInstance, store: ObjectStore, location: str, settings: dict,
+                         app_settings: Settings) -> str:
+    """Register the video at ``location`` with its conversion settings (validated sections, see
+    defs/video_settings.py) and add its partition; returns the partition key."""
+    key = add_source(store, location, app_settings)
+    save_settings(store, key, settings)
+    if not instance.has_dynamic_partition(videos.name, key):
+        instance.add_dynamic_partitions(videos.name, [key])
+    return key
+
+
+def busy_videos(instance: DagsterInstance) -> set[str]:
+    """Partition keys of the runs queued or running now."""
+    runs = instance.get_runs(filters=RunsFilter(statuses=_BUSY))
+    return {r.tags["dagster/partition"] for r in runs if "dagster/partition" in r.tags}
+
+
+def published_outputs(instance: DagsterInstance, key: str) -> list[str]:
+    """Outbox keys this video ever published, less any another video's latest output uses now."""
+    asset = AssetKey("published_video")
+
+    def outbox_key(record) -> str | None:
+        value = record.asset_materialization.metadata.get("outbox_key")
+        return value.value if value is not None else None
+
+    ours = {outbox_key(r) for r in instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=10_000).records} - {None}
+    others = set()
+    for other in instance.get_dynamic_partitions(videos.name):
+        if other != key and ours:
+            latest = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=asset, asset_partitions=[other]), limit=1).records
+            others |= {outbox_key(r) for r in latest}
+    return sorted(ours - others)
+
+
+def remove_video(instance: DagsterInstance, store: ObjectStore, outbox: ObjectStore, key: str) -> list[str]:
+    """Delete a video: its partition, work objects, download, registration and published outputs.
+
+    Its runs and materializations stay in the instance, so the analytics keep its cost history.
+    """
+    if not (store.exists(registry_key(key)) or instance.has_dynamic_partition(videos.name, key)):
+        raise StereospotError(f"no video {key!r} in this library (partition keys are listed in the UI under "
+                              "Assets > source_video > Partitions, or printed by `stereospot add`)")
+    if key in busy_videos(instance):
+        raise StereospotError(f"video {key!r} is being converted; wait for the run to end or terminate it in "
+                              "the UI, then delete it")
+    removed = delete_video_objects(store, outbox, key, published_outputs(instance, key))
+    if instance.has_dynamic_partition(videos.name, key):
+        instance.delete_dynamic_partition(videos.name, key)
+    return removed
+
+
+# --- add a video from the Launchpad -----------------------------------------------------------
+
+
+class AddVideoConfig(Config):
+    location: str = Field(description="the video: a local path, an s3:// URI or an http(s) URL (downloaded)")
+    stereo: StereoConfig = Field(default_factory=StereoConfig, description="stereo settings (layout, "
+                                 "divergence, convergence, method, depth_model ...)")
+    segments: SegmentsConfig = Field(default_factory=SegmentsConfig, description="how long each segment is")
+    comfort: ComfortConfig = Field(default_factory=ComfortConfig, description="comfort check budget")
+    seams: SeamConfig = Field(default_factory=SeamConfig, description="seam check limits")
+
+
+@op(name="add_new_video")
+def add_video_op(context: OpExecutionContext, config: AddVideoConfig, store: ObjectStore) -> None:
+    """Register the video and its settings; the convert_added_videos sensor then converts it."""
+    with reported_as_failure():
+        settings = settings_from_config(config, given_config(context))
+        key = add_video_to_library(context.instance, store, config.location, settings, Settings())
+    # The sensor that starts the conversion reads the key from the run's tags.
+    context.instance.add_run_tags(context.run_id, {ADDED_VIDEO_TAG: key})
+    context.log.info(f"added {config.location} as video {key} with settings {settings or 'defaults'}")
+
+
+@job(description="Add a new video (local path, s3:// URI or http(s) URL) with its stereo settings; "
+                 "its conversion starts as soon as this run succeeds.")
+def add_video():
+    add_video_op()
+
+
+@run_status_sensor(run_status=DagsterRunStatus.SUCCESS, monitored_jobs=[add_video], request_job=convert_video,
+                   minimum_interval_seconds=5, default_status=DefaultSensorStatus.RUNNING)
+def convert_added_videos(context: RunStatusSensorContext, store: ObjectStore):
+    """Each successful add_video run becomes one conversion run of its video, with the stored
+    settings as run config (so the run's config shows what it converts with)."""
+    run = context.instance.get_run_by_id(context.dagster_run.run_id)
+    key = run.tags.get(ADDED_VIDEO_TAG) if run else None
+    if key is None:
+        return None
+    name = store.get_json(registry_key(key))["name"]
+    return RunRequest(run_key=f"added:{run.run_id}", partition_key=key, run_config=run_config(load_settings(store, key)),
+                      tags={"stereospot/source": name[:200], "stereospot/added-by": run.run_id})
+
+
+# --- delete a video ---------------------------------------------------------------------------
+
+
+class DeleteVideoConfig(Config):
+    video: str = Field(description="partition key of the video to delete (Assets > source_video > Partitions)")
+
+
+@op(name="delete_video_files")
+def delete_video_op(context: OpExecutionContext, config: DeleteVideoConfig, store: ObjectStore,
+                    outbox: ObjectStore) -> None:
+    with reported_as_failure():
+        removed = remove_video(context.instance, store, outbox, config.video)
+    context.log.info(f"deleted video {config.video}: {len(removed)} objects removed\n" + "\n".join(removed))
+
+
+@job(description="Delete a video: its partition, work objects and published outputs (its run history stays).")
+def delete_video():
+    delete_video_op()
+
+
+# --- sweep stale work objects (local stores; S3 expires them by a lifecycle rule) ---------------
+
+
+class SweepConfig(Config):
+    older_than_days: float | None = Field(None, gt=0, description="default: STEREOSPOT_WORK_RETENTION_DAYS")
+
+
+@op(name="sweep_work")
+def sweep_work_op(context: OpExecutionContext, config: SweepConfig, store: ObjectStore) -> None:
+    if not isinstance(store, LocalObjectStore):
+        context.log.info("the work store is not a local folder: its lifecycle rule expires work objects")
+        return
+    days = config.older_than_days or Settings().work_retention_days
+    swept = sweep_work(Path(store.root), days, keep=busy_videos(context.instance))
+    context.log.info(f"swept the work objects of {len(swept)} video(s) untouched for {days:g} days: "
+                     f"{', '.join(swept) or 'none'}")
+
+
+@job(description="Remove local work objects (source copies, segments, stereo segments, joined files) of "
+                 "videos untouched for N days; outputs, registrations and history stay.")
+def sweep_work_objects():
+    sweep_work_op()
+
+
+sweep_work_daily = ScheduleDefinition(name="sweep_work_daily", job=sweep_work_objects, cron_schedule="17 3 * * *",
+                                      default_status=DefaultScheduleStatus.RUNNING)
