@@ -18,7 +18,9 @@ def _root_error(error) -> str:
     """The innermost user-facing message: Dagster wraps the real one in framework errors."""
     while error.cause is not None and error.cls_name not in ("Failure", "InvalidVideoError"):
         error = error.cause
-    return error.message.strip()
+    message = error.message.strip()
+    kind, _, rest = message.partition(": ")
+    return rest if rest and kind.split(".")[-1] == error.cls_name else message
 
 
 def failure_message(context: RunFailureSensorContext, ui_url: str) -> dict:
@@ -29,7 +31,7 @@ def failure_message(context: RunFailureSensorContext, ui_url: str) -> dict:
              if e.event_specific_data and e.event_specific_data.error]
     step, error = steps[0] if steps else ("(run)", context.failure_event.message or "the run failed")
     link = f"{ui_url.rstrip('/')}/runs/{run.run_id}"
-    title = f"stereospot: {run.job_name} failed for video {video}" + (f" ({source})" if source else "")
+    title = f"stereospot: a run failed for video {video}" + (f" ({source})" if source else "")
     error = error[:_ERROR_CHARS]
     return {
         "text": f"{title}: step {step}: {error} {link}",
@@ -38,6 +40,7 @@ def failure_message(context: RunFailureSensorContext, ui_url: str) -> dict:
             {"type": "section", "fields": [
                 {"type": "mrkdwn", "text": f"*Video*\n{video}"},
                 {"type": "mrkdwn", "text": f"*Failed step*\n`{step}`"},
+                {"type": "mrkdwn", "text": f"*Job*\n{run.job_name}"},
             ]},
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*Error*\n```{error}```"}},
             {"type": "section", "text": {"type": "mrkdwn", "text": f"<{link}|Open run {run.run_id[:8]} in the Dagster UI>"}},
