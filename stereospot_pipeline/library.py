@@ -3,6 +3,7 @@ left behind, sweep stale work objects. The Dagster glue (partitions, runs) is in
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -24,6 +25,8 @@ from stereospot_pipeline.ingest import (
 from stereospot_pipeline.media.probe import probe_video
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.storage import ObjectStore
+
+_KEY = re.compile(r"[a-z0-9_-]+")
 
 
 def add_source(store: ObjectStore, location: str, settings: Settings) -> str:
@@ -86,7 +89,7 @@ def _add_url(store: ObjectStore, url: str, settings: Settings) -> str:
 
 def resolve_video(store: ObjectStore, key_or_file: str) -> str | None:
     """A partition key, or the key a local file (by its content) was registered under."""
-    if store.exists(registry_key(key_or_file)):
+    if _KEY.fullmatch(key_or_file) and store.exists(registry_key(key_or_file)):
         return key_or_file
     path = Path(key_or_file).expanduser()
     if path.is_file():
