@@ -141,7 +141,8 @@ def add(
                                               "stereo, segments, comfort, seams (see README)"),
 ) -> None:
     """Add a video to the library and print its partition key (only that, on stdout), for
-    `KEY=$(stereospot add f.mp4)`; then convert it with `dg launch --assets ... --partition $KEY`."""
+    `KEY=$(stereospot add f.mp4)`; then convert it with `dg launch --assets ... --partition $KEY`.
+    Settings given replace those stored with the video; without --settings they are kept."""
     from stereospot_pipeline.defs.library import add_video_to_library
     from stereospot_pipeline.defs.resources import build_resources
     from stereospot_pipeline.defs.video_settings import validate_settings
@@ -149,7 +150,7 @@ def add(
 
     settings = Settings()
     try:
-        conversion = validate_settings(_read_settings(settings_file), str(settings_file)) if settings_file else {}
+        conversion = validate_settings(_read_settings(settings_file), str(settings_file)) if settings_file else None
         instance = open_instance(settings)
         key = add_video_to_library(instance, build_resources(settings)["store"], source, conversion, settings)
     except StereospotError as exc:

@@ -40,12 +40,16 @@ _BUSY = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus
          DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 
 
-def add_video_to_library(instance: DagsterInstance, store: ObjectStore, location: str, settings: dict,
+def add_video_to_library(instance: DagsterInstance, store: ObjectStore, location: str, settings: dict | None,
                          app_settings: Settings) -> str:
-    """Register the video at ``location`` with its conversion settings (validated sections, see
-    defs/video_settings.py) and add its partition; returns the partition key."""
+    """Register the video at ``location`` and add its partition; returns the partition key.
+
+    ``settings`` (validated sections, see defs/video_settings.py) replace the ones stored with the
+    video; ``None`` keeps them (a video added again without settings converts as before).
+    """
     key = add_source(store, location, app_settings)
-    save_settings(store, key, settings)
+    if settings is not None:
+        save_settings(store, key, settings)
     if not instance.has_dynamic_partition(videos.name, key):
         instance.add_dynamic_partitions(videos.name, [key])
     return key
@@ -109,11 +113,12 @@ class AddVideoConfig(Config):
 def add_video_op(context: OpExecutionContext, config: AddVideoConfig, store: ObjectStore) -> None:
     """Register the video and its settings; the convert_added_videos sensor then converts it."""
     with reported_as_failure():
-        settings = settings_from_config(config, given_config(context))
+        settings = settings_from_config(config, given_config(context)) or None
         key = add_video_to_library(context.instance, store, config.location, settings, Settings())
     # The sensor that starts the conversion reads the key from the run's tags.
     context.instance.add_run_tags(context.run_id, {ADDED_VIDEO_TAG: key})
-    context.log.info(f"added {config.location} as video {key} with settings {settings or 'defaults'}")
+    context.log.info(f"added {config.location} as video {key} with settings "
+                     f"{settings if settings is not None else '(unchanged)'}")
 
 
 @job(description="Add a new video (local path, s3:// URI or http(s) URL) with its stereo settings; "

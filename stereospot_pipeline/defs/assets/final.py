@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from stereospot_pipeline import keys
-from stereospot_pipeline.defs.assets.stereo import stereo_segments
+from stereospot_pipeline.defs.assets.stereo import ENGINE_VERSION, stereo_segments
 from stereospot_pipeline.defs.errors import reported_as_failure
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.ingest import registry_key
@@ -42,7 +42,10 @@ def final_name(store: ObjectStore, key: str) -> str:
     return output_name(store.get_json(registry_key(key))["name"], manifest["suffix"])
 
 
-@asset(partitions_def=videos, group_name="conversion", deps=[stereo_segments], kinds={"video"})
+# Everything made from the stereo step carries the engine version: Dagster does not carry a
+# changed code version downstream, so each marks its own partitions stale after an engine change.
+@asset(partitions_def=videos, group_name="conversion", deps=[stereo_segments], kinds={"video"},
+       code_version=ENGINE_VERSION)
 def final_video(context: AssetExecutionContext, store: ObjectStore) -> MaterializeResult:
     """The stereo segments joined, with the source's audio muxed once, in work storage; the asset
     checks (defs/checks.py) verify it before ``published_video`` releases it."""
@@ -89,7 +92,8 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
     })
 
 
-@asset(partitions_def=videos, group_name="conversion", deps=[final_video], kinds={"video"})
+@asset(partitions_def=videos, group_name="conversion", deps=[final_video], kinds={"video"},
+       code_version=ENGINE_VERSION)
 def published_video(context: AssetExecutionContext, store: ObjectStore, outbox: ObjectStore) -> MaterializeResult:
     """The final video copied to the outbox. It runs only after final_video's blocking checks
     pass, so a bad output never reaches users."""
