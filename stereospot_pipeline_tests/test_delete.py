@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import DagsterRunStatus
+from dagster import AssetMaterialization, DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
 from stereospot_pipeline import keys
@@ -65,6 +65,24 @@ def test_the_delete_job_removes_a_video_and_keeps_its_history(instance, resource
     with pytest.raises(StereospotError, match="is being converted"):
         remove_video(instance, store, outbox, other)
     assert store.exists(registry_key(other))
+
+
+def test_an_output_name_another_video_now_uses_is_kept(instance, resources):
+    store, outbox = resources["store"], resources["outbox"]
+    for key in ("one-1111111111", "two-2222222222"):
+        store.put_json({"key": key, "sha256": key}, registry_key(key))
+    instance.add_dynamic_partitions(videos.name, ["one-1111111111", "two-2222222222"])
+
+    def published(key: str, name: str) -> None:
+        outbox.put_bytes(b"video", name)
+        instance.report_runless_asset_event(AssetMaterialization(
+            "published_video", partition=key, metadata={"outbox_key": name}))
+
+    published("one-1111111111", "old_name.mp4")
+    published("one-1111111111", "shared.mp4")
+    published("two-2222222222", "shared.mp4")  # the other video published under the same name since
+    remove_video(instance, store, outbox, "one-1111111111")
+    assert not outbox.exists("old_name.mp4") and outbox.exists("shared.mp4")
 
 
 def test_delete_on_s3_removes_work_objects_and_outputs(s3_endpoint, instance, tmp_path):

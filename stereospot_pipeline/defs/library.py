@@ -62,7 +62,8 @@ def busy_videos(instance: DagsterInstance) -> set[str]:
 
 
 def published_outputs(instance: DagsterInstance, key: str) -> list[str]:
-    """Outbox keys this video ever published, less any another video's latest output uses now."""
+    """Outbox keys this video ever published, less any that another video's latest output uses
+    (two videos could once publish under one name; deleting one must not take the other's)."""
     asset = AssetKey("published_video")
 
     def outbox_key(record) -> str | None:
@@ -71,13 +72,19 @@ def published_outputs(instance: DagsterInstance, key: str) -> list[str]:
 
     ours = {outbox_key(r) for r in instance.fetch_materializations(
         AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=10_000).records} - {None}
-    others = set()
-    for other in instance.get_dynamic_partitions(videos.name):
-        if other != key and ours:
-            latest = instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=asset, asset_partitions=[other]), limit=1).records
-            others |= {outbox_key(r) for r in latest}
-    return sorted(ours - others)
+    if not ours:
+        return []
+    # One pass over every video's materializations, newest first: the first seen is the latest.
+    current, latest, cursor = set(instance.get_dynamic_partitions(videos.name)) - {key}, {}, None
+    while True:
+        page = instance.fetch_materializations(AssetRecordsFilter(asset_key=asset), limit=1000, cursor=cursor)
+        for record in page.records:
+            if record.partition_key in current:
+                latest.setdefault(record.partition_key, outbox_key(record))
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return sorted(ours - set(latest.values()))
 
 
 def remove_video(instance: DagsterInstance, store: ObjectStore, outbox: ObjectStore, key: str) -> list[str]:
