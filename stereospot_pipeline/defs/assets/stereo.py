@@ -192,7 +192,8 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
     group_name="conversion",
     ins={"segments": AssetIn(dagster_type=Nothing)},
     kinds={"pytorch"},
-    # The UI marks a partition converted by an older engine (and everything after it) as stale.
+    # The UI marks partitions converted by an older engine as stale (final and published videos
+    # carry the same version).
     code_version=ENGINE_VERSION,
 )
 def stereo_segments(segments):
