@@ -143,7 +143,7 @@ def add(
     """Add a video to the library and print its partition key (only that, on stdout), for
     `KEY=$(stereospot add f.mp4)`; then convert it with `dg launch --assets ... --partition $KEY`.
     Settings given replace those stored with the video; without --settings they are kept."""
-    from stereospot_pipeline.defs.library import add_video_to_library
+    from stereospot_pipeline.defs.videos import add_video_to_library
     from stereospot_pipeline.defs.resources import build_resources
     from stereospot_pipeline.defs.video_settings import validate_settings
     from stereospot_pipeline.errors import StereospotError
@@ -167,7 +167,7 @@ def delete(
 ) -> None:
     """Delete a video: its partition, work objects and published outputs (its run history and
     cost analytics stay in the instance)."""
-    from stereospot_pipeline.defs.library import published_outputs, remove_video
+    from stereospot_pipeline.defs.videos import published_outputs, remove_video
     from stereospot_pipeline.defs.resources import build_resources
     from stereospot_pipeline.errors import StereospotError
     from stereospot_pipeline.library import resolve_video, video_objects

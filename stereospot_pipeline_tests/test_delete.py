@@ -17,7 +17,8 @@ from stereospot_pipeline import keys
 from stereospot_pipeline.analytics.gather import gather
 from stereospot_pipeline.cli import open_instance
 from stereospot_pipeline.definitions import build_definitions
-from stereospot_pipeline.defs.library import delete_video, remove_video, sweep_work_objects
+from stereospot_pipeline.defs.library import delete_video, sweep_work_objects
+from stereospot_pipeline.defs.videos import remove_video
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.resources import build_resources
 from stereospot_pipeline.errors import StereospotError

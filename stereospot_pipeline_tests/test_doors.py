@@ -21,7 +21,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from stereospot_pipeline.definitions import CONVERSION_ASSETS
 from stereospot_pipeline.defs.assets.final import final_video, published_video
 from stereospot_pipeline.defs.assets.stereo import ENGINE_VERSION, stereo_segments
-from stereospot_pipeline.defs.library import add_video_to_library
+from stereospot_pipeline.defs.videos import add_video_to_library
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.s3_sensor import s3_video_id
 from stereospot_pipeline.defs.video_settings import run_config, validate_settings
