@@ -177,16 +177,72 @@ def convert(
 
 @app.command()
 def ui(port: int = typer.Option(3000, help="port on 127.0.0.1")) -> None:
-    """Start the Dagster UI and daemon (sensors, queued runs) on 127.0.0.1."""
+    """Start the Dagster UI and daemon (sensors, queued runs) on 127.0.0.1 (`dg dev`)."""
     settings = Settings()
     prepare_instance(settings)
-    workspace = _PROJECT_ROOT / "workspace.yaml"
-    target = ["-w", str(workspace)] if workspace.is_file() else ["-m", "stereospot_pipeline.definitions"]
-    exe = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+    exe = str(Path(sys.executable).with_name("dg"))
+    exe = exe if Path(exe).is_file() else shutil.which("dg") or exe
     # A background shell starts us with SIGINT ignored, and exec keeps ignored signals ignored:
-    # reset it so `dagster dev` can be stopped.
+    # reset it so `dg dev` can be stopped.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.execv(exe, [exe, "dev", *target, "-h", "127.0.0.1", "-p", str(port)])
+    os.execv(exe, [exe, "dev", "--target-path", str(_PROJECT_ROOT), "-h", "127.0.0.1", "-p", str(port)])
+
+
+@app.command()
+def add(
+    source: str = typer.Argument(..., help="a local video file, an s3:// URI or an http(s) URL"),
+    settings_file: Path | None = typer.Option(None, "--settings", help="YAML/JSON conversion settings: sections "
+                                              "stereo, segments, comfort, seams (see README)"),
+) -> None:
+    """Add a video to the library and print its partition key (only that, on stdout), for
+    `KEY=$(stereospot add f.mp4)`; then convert it with `dg launch --assets ... --partition $KEY`.
+    Settings given replace those stored with the video; without --settings they are kept."""
+    from stereospot_pipeline.defs.videos import add_video_to_library
+    from stereospot_pipeline.defs.resources import build_resources
+    from stereospot_pipeline.defs.video_settings import validate_settings
+    from stereospot_pipeline.errors import StereospotError
+
+    settings = Settings()
+    try:
+        conversion = validate_settings(_read_settings(settings_file), str(settings_file)) if settings_file else None
+        instance = open_instance(settings)
+        key = add_video_to_library(instance, build_resources(settings)["store"], source, conversion, settings)
+    except StereospotError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    err.print(f"added {source} as {key}")
+    print(key)
+
+
+@app.command()
+def delete(
+    video: str = typer.Argument(..., help="a partition key (as `stereospot add` prints) or the video file"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+) -> None:
+    """Delete a video: its partition, work objects and published outputs (its run history and
+    cost analytics stay in the instance)."""
+    from stereospot_pipeline.defs.videos import published_outputs, remove_video
+    from stereospot_pipeline.defs.resources import build_resources
+    from stereospot_pipeline.errors import StereospotError
+    from stereospot_pipeline.library import resolve_video, video_objects
+
+    settings = Settings()
+    resources = build_resources(settings)
+    instance = open_instance(settings)
+    key = resolve_video(resources["store"], video) or video
+    if not yes:
+        objects = video_objects(resources["store"], key)
+        outputs = published_outputs(instance, key)
+        err.print(f"video {key}: {len(objects)} stored object(s), published output(s): {', '.join(outputs) or 'none'}")
+        if not typer.confirm(f"delete video {key}?", err=True):
+            err.print("nothing deleted")
+            raise typer.Exit(1)
+    try:
+        removed = remove_video(instance, resources["store"], resources["outbox"], key)
+    except StereospotError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    out.print(f"deleted video {key}: {len(removed)} object(s) removed")
 
 
 @app.command()
@@ -393,6 +449,17 @@ def _copy_atomic(src: Path, dest: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _read_settings(path: Path):
+    import yaml
+
+    from stereospot_pipeline.errors import StereospotError
+
+    try:
+        return yaml.safe_load(path.read_text())  # YAML is a superset of JSON: both work
+    except (OSError, yaml.YAMLError) as exc:
+        raise StereospotError(f"{path}: cannot read the settings file ({exc})") from exc
 
 
 def _failure_messages(result) -> list[str]:

@@ -44,6 +44,19 @@ def content_key(sha256: str) -> str:
     return f"registry/by-content/{sha256}.json"
 
 
+def settings_key(key: str) -> str:
+    return f"registry/settings/{key}.json"
+
+
+def save_settings(store: ObjectStore, key: str, settings: dict) -> None:
+    """The conversion settings a video was added with, by section (see defs/video_settings.py)."""
+    store.put_json(settings, settings_key(key))
+
+
+def load_settings(store: ObjectStore, key: str) -> dict:
+    return store.get_json(settings_key(key)) if store.exists(settings_key(key)) else {}
+
+
 def register_video(store: ObjectStore, *, uri: str, name: str, sha256: str, size: int, folder: str = "") -> str:
     """Record where a video comes from under its partition key; returns the key.
 

@@ -38,3 +38,16 @@ def stereo_manifest(key: str) -> str:
 
 def final(key: str, name: str) -> str:
     return f"final/{key}/{name}"
+
+
+def download(key: str, suffix: str) -> str:
+    """A video added by URL: the downloaded file is its source of record (kept until deleted)."""
+    return f"downloads/{key}/source{suffix}"
+
+
+# Folders of intermediate objects, one per video under each: rebuilt by a re-run, so they may be swept.
+WORK_ROOTS = ("sources", "segments", "stereo", "final")
+
+
+def work_prefixes(key: str) -> list[str]:
+    return [f"{root}/{key}" for root in WORK_ROOTS]

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     gpu_capacity_provider: str | None = Field(None, description="ECS capacity provider of GPU instances")
     gpu_task_definition: str | None = Field(None, description="ECS task definition of the GPU step")
     gpu_subnets: str | None = Field(None, description="comma-separated subnets GPU steps may start in")
+    # Videos added by URL (the add_video job, `stereospot add`): a URL that resolves to a private,
+    # loopback or link-local address (a cloud metadata endpoint, the LAN) is refused before any
+    # connection, unless allowed here.
+    fetch_allow_private: bool = Field(False, description="allow http(s) sources on private/loopback addresses")
+    fetch_max_bytes: int = Field(20 * 1024**3, ge=1, description="largest video downloaded from a URL")
+    fetch_timeout_s: float = Field(30.0, gt=0, description="seconds a URL download may stall")
+    alert_webhook_url: str | None = Field(None, description="Slack-compatible webhook told about failed runs")
+    ui_url: str = Field("http://127.0.0.1:3000", description="the Dagster UI's address, for links in alerts")
+    work_retention_days: float = Field(7.0, gt=0, description="local work objects of a video untouched this "
+                                       "long are swept (S3 stores expire them by a lifecycle rule)")
 
     @cached_property
     def resolved_home(self) -> Path:

@@ -44,12 +44,24 @@ def test_convert_reports_bad_input_and_exits_nonzero(tmp_path):
     assert bad.read_bytes() == b"\x00" * 4096
 
 
-def test_definitions_validate():
-    proc = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate",
-                           "-w", str(REPO / "workspace.yaml")], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Validation successful" in proc.stdout + proc.stderr
+def test_dg_check_defs(tmp_path):
+    """The project is a `dg` project ([tool.dg] in pyproject.toml): the current commands work, with
+    no superseded or virtual-environment warnings."""
+    env = {**os.environ, "STEREOSPOT_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    (tmp_path / "dagster").mkdir()
+    (tmp_path / "dagster" / "dagster.yaml").write_bytes((REPO / "dagster.yaml").read_bytes())
+    dg = str(Path(sys.executable).with_name("dg"))
+    proc = subprocess.run([dg, "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert output.strip().splitlines() == ["All component YAML validated successfully.",
+                                           "All definitions loaded successfully."]
+    listed = subprocess.run([dg, "list", "defs", "--json"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    for name in ("add_video", "convert_video", "delete_video", "convert_added_videos", "alert_on_run_failure",
+                 "sweep_work_daily", "published_video"):
+        assert f'"{name}"' in listed.stdout, name
 
 
 def test_models_list_shows_licences_and_pull_without_network_says_what_to_do(tmp_path):

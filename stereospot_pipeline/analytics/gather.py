@@ -6,7 +6,6 @@ from __future__ import annotations
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from stereospot_pipeline.analytics.report import Conversion, SegmentTiming
-from stereospot_pipeline.defs.partitions import videos
 
 
 def _latest_metadata(instance: DagsterInstance, asset: str, partition: str):
@@ -16,9 +15,10 @@ def _latest_metadata(instance: DagsterInstance, asset: str, partition: str):
 
 
 def gather(instance: DagsterInstance) -> list[Conversion]:
-    """Every video partition with a final video, oldest conversion first."""
+    """Every video ever converted, oldest conversion first. Read from the materializations, not
+    the current partitions: a deleted video keeps its cost history."""
     conversions = []
-    for video in instance.get_dynamic_partitions(videos.name):
+    for video in sorted(instance.get_materialized_partitions(AssetKey("final_video"))):
         final = _latest_metadata(instance, "final_video", video)
         source = _latest_metadata(instance, "source_video", video)
         stereo = _latest_metadata(instance, "stereo_segments", video)

@@ -2,7 +2,8 @@
 
 The blocking checks (frames, audio, decoding, geometry) run before ``published_video``: a failure
 with ERROR severity stops the output from reaching the outbox. Comfort and seams only warn: the
-file is complete and playable, a person decides whether its stereo is good enough.
+file is complete and playable, a person decides whether its stereo is good enough; unattended
+runs (CI) can make comfort a gate with ``blocking: true`` in its config or the video's settings.
 
 Each check is a pure function of measured facts returning an ``AssetCheckResult``; the decorated
 functions only gather the facts from the store and the instance.
@@ -28,6 +29,7 @@ from pydantic import Field
 from stereospot_pipeline import keys
 from stereospot_pipeline.defs.assets.final import final_video
 from stereospot_pipeline.defs.partitions import videos
+from stereospot_pipeline.defs.video_settings import with_stored
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.probe import VideoInfo, probe_video
 from stereospot_pipeline.render import packed_size
@@ -44,6 +46,8 @@ class ComfortConfig(Config):
     max_disparity_fraction: float = Field(
         0.03, gt=0, description="largest comfortable disparity (left-right shift) as a fraction of "
                                 "the source frame width")
+    blocking: bool = Field(False, description="fail with ERROR severity above the limit, which stops "
+                                              "publishing (CI, unattended runs); otherwise only warn")
 
 
 class SeamConfig(Config):
@@ -107,13 +111,14 @@ def geometry_matches(source: VideoInfo, output: VideoInfo, layout: Layout) -> As
     )
 
 
-def comfortable_parallax(max_shift_px: list[float], frame_width: int, max_fraction: float) -> AssetCheckResult:
+def comfortable_parallax(max_shift_px: list[float], frame_width: int, max_fraction: float,
+                         blocking: bool = False) -> AssetCheckResult:
     """The largest disparity (twice the largest per-eye shift) within ``max_fraction`` of the width."""
     disparity = 2 * max(max_shift_px)
     fraction = disparity / frame_width
     return AssetCheckResult(
         passed=fraction <= max_fraction,
-        severity=AssetCheckSeverity.WARN,
+        severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
         description=f"max disparity {disparity:.1f}px = {100 * fraction:.2f}% of the width "
                     f"(limit {100 * max_fraction:.2f}%)",
         metadata={"max_disparity_px": MetadataValue.float(disparity),
@@ -248,18 +253,24 @@ def layout_geometry(context: AssetCheckExecutionContext, store: ObjectStore) -> 
             return unreadable(exc)
 
 
-@asset_check(asset=final_video, partitions_def=videos,
-             description="largest disparity within a comfortable fraction of the frame width")
+# Declared blocking, but it fails with ERROR severity (and so stops publishing) only when its
+# config says so: by default discomfort is a warning for a person to judge.
+@asset_check(asset=final_video, partitions_def=videos, blocking=True,
+             description="largest disparity within a comfortable fraction of the frame width "
+                         "(warns; stops publishing with `blocking: true`)")
 def comfortable_disparity(context: AssetCheckExecutionContext, config: ComfortConfig,
                           store: ObjectStore) -> AssetCheckResult:
+    config = with_stored(context, config, store, "comfort")
     source, _ = _source(store, context.partition_key)
     _, results = _segment_results(store, context.partition_key)
-    return comfortable_parallax([r["max_shift_px"] for r in results], source.width, config.max_disparity_fraction)
+    return comfortable_parallax([r["max_shift_px"] for r in results], source.width, config.max_disparity_fraction,
+                                config.blocking)
 
 
 @asset_check(asset=final_video, partitions_def=videos,
              description="no depth-scale jump at segment seams beyond the usual change between frames")
 def seamless_depth(context: AssetCheckExecutionContext, config: SeamConfig, store: ObjectStore) -> AssetCheckResult:
+    config = with_stored(context, config, store, "seams")
     _, results = _segment_results(store, context.partition_key)
     return seam_continuity(results, config.max_ratio, config.jump_floor)
 

@@ -70,6 +70,21 @@ class ObjectStore(ConfigurableResource):
         """Where a person can fetch the object (a path, or a presigned URL for S3)."""
 
     @abstractmethod
+    def location(self, key: str) -> str:
+        """The object's stable address: an absolute path, or an ``s3://`` URI (never expires)."""
+
+    @abstractmethod
+    def link(self, key: str) -> str:
+        """A URL a browser opens: ``file://`` for a folder, presigned (and so expiring) for S3."""
+
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Delete every object under the folder ``prefix``; returns the keys deleted."""
+        keys = self.list_keys(check_key(prefix))
+        for key in keys:
+            self.delete(key)
+        return keys
+
+    @abstractmethod
     def put_bytes(self, data: bytes, key: str) -> None: ...
 
     @abstractmethod

@@ -118,6 +118,18 @@ class LocalObjectStore(ObjectStore):
     def url(self, key: str) -> str:
         return str(self._path(key))
 
+    def location(self, key: str) -> str:
+        return str(self._path(key).resolve())
+
+    def link(self, key: str) -> str:
+        return self._path(key).resolve().as_uri()
+
+    def delete_prefix(self, prefix: str) -> list[str]:
+        keys = self.list_keys(check_key(prefix))
+        # The folder goes too (and with it any partial file a crashed writer left).
+        shutil.rmtree(self._path(prefix), ignore_errors=True)
+        return keys
+
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         path = self._path(key)

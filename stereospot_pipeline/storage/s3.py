@@ -127,6 +127,12 @@ class S3ObjectStore(ObjectStore):
             ExpiresIn=min(self.url_seconds, MAX_URL_SECONDS),
         )
 
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def link(self, key: str) -> str:
+        return self.url(key)
+
     def put_bytes(self, data: bytes, key: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 

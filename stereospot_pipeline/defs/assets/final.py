@@ -9,7 +9,7 @@ import av
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from stereospot_pipeline import keys
-from stereospot_pipeline.defs.assets.stereo import stereo_segments
+from stereospot_pipeline.defs.assets.stereo import ENGINE_VERSION, stereo_segments
 from stereospot_pipeline.defs.errors import reported_as_failure
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.ingest import registry_key
@@ -69,7 +69,10 @@ def published_key(store: ObjectStore, key: str) -> str:
     return output_key(store.get_json(registry_key(key)).get("folder", ""), final_name(store, key))
 
 
-@asset(partitions_def=videos, group_name="conversion", deps=[stereo_segments], kinds={"video"})
+# Everything made from the stereo step carries the engine version: Dagster does not carry a
+# changed code version downstream, so each marks its own partitions stale after an engine change.
+@asset(partitions_def=videos, group_name="conversion", deps=[stereo_segments], kinds={"video"},
+       code_version=ENGINE_VERSION)
 def final_video(context: AssetExecutionContext, store: ObjectStore) -> MaterializeResult:
     """The stereo segments joined, with the source's audio muxed once, in work storage; the asset
     checks (defs/checks.py) verify it before ``published_video`` releases it."""
@@ -101,7 +104,8 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
     context.log.info(f"joined {name}: {result.frames} frames, {result.duration_s:.2f}s")
     return MaterializeResult(metadata={
         "storage_key": stored,
-        "storage_url": MetadataValue.path(store.url(stored)),
+        "storage_url": MetadataValue.url(store.link(stored)),
+        "storage_location": MetadataValue.path(store.location(stored)),
         "preview": no_preview or MetadataValue.md("\n\n".join(
             markdown_image(png_bytes(thumbnail(rgb, width)), f"{label} at 50%") for label, (rgb, width) in previews.items())),
         "preview_files": MetadataValue.json({label: store.url(preview_key(stored, label)) for label in previews}),
@@ -122,7 +126,8 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
     })
 
 
-@asset(partitions_def=videos, group_name="conversion", deps=[final_video], kinds={"video"})
+@asset(partitions_def=videos, group_name="conversion", deps=[final_video], kinds={"video"},
+       code_version=ENGINE_VERSION)
 def published_video(context: AssetExecutionContext, store: ObjectStore, outbox: ObjectStore) -> MaterializeResult:
     """The final video copied to the outbox. It runs only after final_video's blocking checks
     pass, so a bad output never reaches users."""
@@ -132,4 +137,8 @@ def published_video(context: AssetExecutionContext, store: ObjectStore, outbox: 
         # One atomic write: the outbox never holds a partial file.
         outbox.put_file(local, published)
     context.log.info(f"published {outbox.url(published)}")
-    return MaterializeResult(metadata={"output": MetadataValue.path(outbox.url(published))})
+    # A clickable link (presigned on S3, so it expires) beside the stable address, and the key the
+    # delete job removes.
+    return MaterializeResult(metadata={"output": MetadataValue.path(outbox.location(published)),
+                                       "output_url": MetadataValue.url(outbox.link(published)),
+                                       "outbox_key": published})

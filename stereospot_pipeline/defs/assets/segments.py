@@ -10,6 +10,7 @@ from stereospot_pipeline.defs.assets.source import source_video
 from stereospot_pipeline.defs.errors import reported_as_failure
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.tables import SEGMENT_SCHEMA
+from stereospot_pipeline.defs.video_settings import with_stored
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.probe import VideoInfo
 from stereospot_pipeline.media.segment import plan_segments, split_video
@@ -25,6 +26,7 @@ def segments(context: AssetExecutionContext, config: SegmentsConfig, store: Obje
     """The video track split, by stream copy at clean keyframes, into independently convertible
     pieces that together hold every source frame exactly once."""
     key = context.partition_key
+    config = with_stored(context, config, store, "segments")
     raw = store.get_json(keys.source_info(key))
     info = VideoInfo.model_validate(raw)
     plans = plan_segments(info, config.segment_seconds)

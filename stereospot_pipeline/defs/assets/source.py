@@ -23,8 +23,10 @@ def source_video(context: AssetExecutionContext, store: ObjectStore) -> Material
     touched)."""
     key = context.partition_key
     if not store.exists(registry_key(key)):
-        raise Failure(f"video partition {key!r} is not registered: add videos with `stereospot convert`, "
-                      "the inbox folder or the input bucket", allow_retries=False)
+        raise Failure(f"video partition {key!r} is not registered (a partition added by hand has no video "
+                      "behind it): add videos with the add_video job in the UI's Launchpad, `stereospot add "
+                      "FILE|URL`, `stereospot convert`, the inbox folder or the input bucket",
+                      allow_retries=False)
     reg = store.get_json(registry_key(key))
     suffix = PurePosixPath(reg["name"]).suffix.lower()
     stored = keys.source(key, suffix)

@@ -31,6 +31,7 @@ from stereospot_pipeline.defs.executor import gpu_op_tags
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.resources import EngineResource
 from stereospot_pipeline.defs.tables import STEREO_SEGMENT_SCHEMA
+from stereospot_pipeline.defs.video_settings import with_stored
 from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.render import RenderResult, render_segment, whole_video_depth_range
 from stereospot_pipeline.media.probe import Colour, VideoInfo
@@ -109,6 +110,7 @@ def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, en
 def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, store: ObjectStore,
                          engine: EngineResource):
     key = context.partition_key
+    config = with_stored(context, config, store, "stereo")
     plan = store.get_json(keys.segment_plan(key))
     sha = store.get_json(registry_key(key))["sha256"]
     params = config.stereo_params()
@@ -222,6 +224,9 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
     group_name="conversion",
     ins={"segments": AssetIn(dagster_type=Nothing)},
     kinds={"pytorch"},
+    # The UI marks partitions converted by an older engine as stale (final and published videos
+    # carry the same version).
+    code_version=ENGINE_VERSION,
 )
 def stereo_segments(segments):
     """Every segment converted to stereo (depth estimation, warp, layout, encode), one step each."""
