@@ -51,6 +51,12 @@ DEFAULTS_SUFFICE = {
     "inbox_max_per_tick": "10 new videos per sensor tick is the production bound",
     "max_pixels": "8K frames are the production bound",
     "max_duration_s": "six hours is the production bound",
+    "hdr": "tone-mapped SDR is the production default",
+    "fetch_allow_private": "URLs on private addresses stay refused in production",
+    "fetch_max_bytes": "20 GB per downloaded video is the production bound",
+    "fetch_timeout_s": "30 s of a stalled download is the production bound",
+    "alert_webhook_url": "optional: unset sends no alerts (set it on the services to get them)",
+    "work_retention_days": "only a local store is swept by age; S3 expires work/ by a lifecycle rule",
 }
 # What each process of the deployment loads, by task definition.
 SERVICES = {"dagster code-server": "code", "dagster-webserver": "webserver", "dagster-daemon": "daemon"}

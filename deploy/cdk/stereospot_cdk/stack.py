@@ -66,6 +66,8 @@ class StereospotStack(cdk.Stack):
             # GPU instances start in any private subnet; a step confined to the launching
             # task's subnet could not use an instance the group started in another zone.
             STEREOSPOT_GPU_SUBNETS=cdk.Fn.join(",", network.private_subnet_ids),
+            # Failure alerts link to the run in the UI behind the load balancer.
+            STEREOSPOT_UI_URL=f"https://{settings.domain_name}",
         )
         run_family = family_name(self, "run")
         gpu_family = family_name(self, "gpu-step")
