@@ -117,7 +117,7 @@ def test_stored_settings_apply_and_the_run_config_wins(instance, resources, tmp_
 
     plain = materialize(CONVERSION_ASSETS, instance=instance, partition_key=key, resources=resources)
     final = metadata(plain, "final_video")
-    assert (final["layout"], final["divergence"], final["width"]) == ("half-sbs", 3.0, 96)
+    assert (final["layout"], float(final["divergence"]), final["width"]) == ("half-sbs", 3.0, 96)
     assert metadata(plain, "segments")["count"] == 2  # segment_seconds from the stored settings
 
     # Given in the run config: that wins, the rest still comes from the stored settings.
