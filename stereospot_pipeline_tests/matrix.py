@@ -120,6 +120,14 @@ def _fps_change(p: Path) -> None:
     ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c", "copy", p)
 
 
+def _ts_joined(p: Path) -> None:
+    """Two MPEG-TS recordings at 10 and 25 fps joined byte for byte (as recorders split files)."""
+    a, b = p.with_name("part_a.ts"), p.with_name("part_b.ts")
+    ffmpeg(*video_in(fps=10, seconds=0.6), *tone_in(0.6), *H264, "-c:a", "aac", a)
+    ffmpeg(*video_in(fps=25, seconds=0.6), *tone_in(0.6), *H264, "-c:a", "aac", b)
+    ffmpeg("-i", f"concat:{a}|{b}", "-c", "copy", p)
+
+
 def _vfr(p: Path) -> None:
     ffmpeg(*video_in(fps=30), "-vf", "select='not(mod(n\\,3))+eq(mod(n\\,7)\\,0)'", "-fps_mode", "vfr",
            "-video_track_timescale", "1000", *H264, p)
@@ -245,6 +253,7 @@ CLIPS: list[MatrixClip] = [
     MatrixClip("audio-shorter", ".mp4", _simple(H264, AAC, audio_seconds=0.5), "timing", "audio ends at half the video"),
     MatrixClip("audio-longer", ".mkv", _simple(H264, AAC, audio_seconds=1.6), "timing", "audio runs past the video"),
     MatrixClip("fps-change", ".mkv", _fps_change, "timing", "10 fps then 25 fps in one file"),
+    MatrixClip("ts-joined-fps-change", ".ts", _ts_joined, "timing", "two TS recordings (10 and 25 fps) joined"),
     # --- geometry ----------------------------------------------------------------------------
     # testsrc2 makes 4:2:0 (even sizes only): crop in 4:4:4 to the odd size.
     MatrixClip("odd-size-97x63", ".mkv", _simple(["-c:v", "libx264", "-pix_fmt", "yuv444p"], AAC, size="98x64",

@@ -95,7 +95,7 @@ def _grey_frames(path: Path, crop_left_half: bool = False) -> np.ndarray:
 # Timing classes whose frames need their presentation time derived (decode-order stamps, hidden
 # edit-list frames, rate changes, far-from-zero starts), cut into several segments.
 SEGMENTED = ["avi-divx-packed-bframes", "avi-xvid-bframes", "vob-mpeg2-ac3-dvd", "mp4-edit-list", "fps-change",
-             "mp4-vfr", "avi-msmpeg4", "flv-sorenson-mp3", "ts-pts-wrap"]
+             "mp4-vfr", "avi-msmpeg4", "flv-sorenson-mp3", "ts-pts-wrap", "ts-joined-fps-change"]
 
 
 def _assert_same_frames_in_order(source: Path, out: Path) -> None:

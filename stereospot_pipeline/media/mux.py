@@ -43,6 +43,7 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
                     enc.layout = layout = _encodable_layout(a.codec_context.layout)
                     enc.bit_rate = audio_bitrate
                     plans.append((a, enc, av.AudioResampler(format="fltp", layout=layout, rate=enc.rate)))
+            last_dts: Fraction | None = None
             for seg in segments:
                 with av.open(str(seg)) as s:
                     vin = s.streams.video[0]
@@ -51,6 +52,7 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
                         if pkt.size == 0:
                             continue
                         _shift(pkt, shift)
+                        last_dts = _after(pkt, last_dts, vin.time_base)
                         pkt.stream = vout
                         dst.mux(pkt)
             if plans:
@@ -61,6 +63,18 @@ def _encodable_layout(layout: av.AudioLayout) -> av.AudioLayout:
     """PCM in MKV/WAV often has channels without named positions ("1 channels"), which the AAC
     encoder refuses: use the standard layout of that many channels (mono, stereo, 5.1 ...)."""
     return av.AudioLayout(f"{layout.nb_channels}c") if layout.name.endswith(" channels") else layout
+
+
+def _after(pkt: av.Packet, last_dts: Fraction | None, time_base: Fraction) -> Fraction | None:
+    """Keep decode times rising across a seam (as the ffmpeg CLI does): each segment's encoder
+    starts its decode clock a B-frame delay before its first picture, which after a change of
+    frame rate can reach back past the previous segment's last packet. Presentation times are
+    untouched. -> this packet's decode time."""
+    if pkt.dts is None:
+        return last_dts
+    if last_dts is not None and pkt.dts * time_base <= last_dts:
+        pkt.dts = min(int(last_dts / time_base) + 1, pkt.pts if pkt.pts is not None else pkt.dts + 1)
+    return pkt.dts * time_base
 
 
 def _shift(pkt: av.Packet, ticks: int) -> None:
