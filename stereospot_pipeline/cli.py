@@ -83,10 +83,11 @@ def convert(
     input: Path = typer.Argument(..., help="video file to convert (anything ffmpeg decodes)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="where to write the result"),
     layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
-    divergence: str = typer.Option("auto", callback=_auto_or_number(0, 10),
+    # The engine's own defaults (StereoParams): a conversion from the CLI, the UI and CI renders the same.
+    divergence: str = typer.Option("2.0", callback=_auto_or_number(0, 10),
                                    help="stereo strength: max disparity in % of the frame, or 'auto' "
                                    "(per scene, as much as the comfort budget allows)"),
-    convergence: str = typer.Option("auto", callback=_auto_or_number(0, 1),
+    convergence: str = typer.Option("0.5", callback=_auto_or_number(0, 1),
                                     help="depth on the screen plane (0 far .. 1 near), or 'auto' "
                                     "(the main subject on the screen plane)"),
     method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
@@ -256,7 +257,8 @@ def preview(
     divergence: float = typer.Option(2.0, help="stereo strength: max disparity in % of the frame"),
     convergence: float = typer.Option(0.5, help="depth on the screen plane (0 far .. 1 near)"),
     method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
-    depth_model: str = typer.Option("heuristic", help="'heuristic' or a Depth Anything name/folder"),
+    depth_model: str = typer.Option("auto", help="'auto', 'heuristic', a name from `stereospot models list` "
+                                    "or a model folder"),
 ) -> None:
     """Stereo stills and a short sample clip with the chosen settings, in seconds: tune before a long job."""
     from stereospot_pipeline.errors import StereospotError

@@ -3,6 +3,8 @@ and outputs, locally and on S3, and keeps its cost history; stale local work obj
 
 from __future__ import annotations
 
+import re
+
 import os
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from stereospot_pipeline.ingest import content_key, file_sha256, register_local_
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.storage.s3 import s3_client
 from stereospot_pipeline_tests.clips import make_clip
-from stereospot_pipeline_tests.conftest import convert, metadata
+from stereospot_pipeline_tests.conftest import convert, metadata, outbox_file
 from stereospot_pipeline_tests.support.s3 import make_buckets
 
 STEREOSPOT = str(Path(sys.executable).with_name("stereospot"))
@@ -100,12 +102,14 @@ def test_delete_on_s3_removes_work_objects_and_outputs(s3_endpoint, instance, tm
         return [o["Key"] for o in client.list_objects_v2(Bucket="out-bucket").get("Contents", [])]
 
     published = metadata(result, "published_video")
-    assert published["output"] == "s3://out-bucket/outputs/cloud_LRF_Full_SBS.mp4"
-    assert published["output_url"].startswith(f"{s3_endpoint}/out-bucket/outputs/cloud_LRF_Full_SBS.mp4?")
+    name = published["outbox_key"]
+    assert re.fullmatch(r"cloud-[0-9a-f]{6}_LRF_Full_SBS\.mp4", name)
+    assert published["output"] == f"s3://out-bucket/outputs/{name}"
+    assert published["output_url"].startswith(f"{s3_endpoint}/out-bucket/outputs/{name}?")
     assert any(key in k for k in listed())
 
     removed = remove_video(instance, resources["store"], resources["outbox"], key)
-    assert "s3://out-bucket/outputs/cloud_LRF_Full_SBS.mp4" in removed
+    assert f"s3://out-bucket/outputs/{name}" in removed
     assert [k for k in listed() if key in k or k.startswith("outputs/")] == []
 
 
@@ -125,12 +129,11 @@ def test_stereospot_delete_asks_first_and_keeps_the_history(tmp_path, monkeypatc
     # Converted in this process, into the same persistent instance the CLI opens.
     key, result = convert(open_instance(settings), build_resources(settings), clip)
     assert result.success
-    output = home / "outbox" / "Beach Day_LRF_Full_SBS.mp4"
-    assert output.is_file()
+    output = outbox_file(home / "outbox", "Beach Day")
 
     declined = _cli(["delete", str(clip)], home, stdin="n\n")
     assert declined.returncode == 1 and "nothing deleted" in declined.stderr
-    assert f"video {key}:" in declined.stderr and "Beach Day_LRF_Full_SBS.mp4" in declined.stderr
+    assert f"video {key}:" in declined.stderr and output.name in declined.stderr
     assert output.is_file()
 
     deleted = _cli(["delete", key, "--yes"], home)

@@ -31,7 +31,7 @@ from stereospot_pipeline.library import add_source
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.storage.s3 import s3_client
 from stereospot_pipeline_tests.clips import EXAMPLE, REPO, make_clip
-from stereospot_pipeline_tests.conftest import metadata
+from stereospot_pipeline_tests.conftest import metadata, outbox_file
 from stereospot_pipeline_tests.support.s3 import make_buckets
 
 BIN = Path(sys.executable).parent
@@ -82,13 +82,13 @@ def test_ci_commands_convert_with_the_blocking_checks_and_fail_when_one_fails(tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "superseded" not in (proc.stdout + proc.stderr).lower()
     assert (home / "dagster" / "dagster.yaml").read_bytes() == (REPO / "dagster.yaml").read_bytes()
-    output = home / "outbox" / "cockatoo_start_LR.mp4"
+    output = outbox_file(home / "outbox", "cockatoo_start", "_LR")
     assert _size(output) == (320, 180)  # half SBS, from the settings file
     key = next(iter((home / "store" / "sources").iterdir())).name
     # The older command converts the same partition (the stored settings apply to it too).
     proc = materialize_cli(key)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in (home / "outbox").iterdir()) == ["cockatoo_start_LR.mp4"]
+    assert sorted(p.name for p in (home / "outbox").iterdir()) == [output.name]
 
     # Stronger stereo than the comfort budget allows: the blocking check fails, nothing is
     # published, and both commands exit non-zero.
@@ -104,7 +104,7 @@ def test_ci_commands_convert_with_the_blocking_checks_and_fail_when_one_fails(tm
     assert "comfortable_disparity" in proc.stderr and "% of the width (limit 3.00%)" in proc.stderr
     proc = shell(f"dg launch --assets '{SELECTION}' --partition {key}")
     assert proc.returncode != 0 and "comfortable_disparity" in proc.stderr
-    assert sorted(p.name for p in (home / "outbox").iterdir()) == ["cockatoo_start_LR.mp4"]
+    assert sorted(p.name for p in (home / "outbox").iterdir()) == [output.name]
 
 
 def test_stored_settings_apply_and_the_run_config_wins(instance, resources, tmp_path):
@@ -125,7 +125,7 @@ def test_stored_settings_apply_and_the_run_config_wins(instance, resources, tmp_
     explicit = materialize(CONVERSION_ASSETS, instance=instance, partition_key=key, resources=resources,
                            run_config=config)
     final = metadata(explicit, "final_video")
-    assert (final["layout"], final["divergence"], final["height"]) == ("full-tb", 3.0, 128)
+    assert (final["layout"], float(final["divergence"]), final["height"]) == ("full-tb", 3.0, 128)
     # What the sensor passes as run config is the stored settings, in Dagster's enum names.
     assert run_config(settings) == {"ops": {
         "segments": {"config": {"segment_seconds": 1.0}},
