@@ -84,8 +84,9 @@ def test_a_50_gb_file_registers_across_ticks_with_a_slow_read(instance, settings
 
 
 def test_a_sparse_file_of_tens_of_gb_registers_with_real_hashing(instance, settings, resources, monkeypatch):
-    """Real reads of a 6 GB sparse file under a 1 s budget (12 GB of zeros would cost ~10-40 s of CPU here): several ticks, then the content id
-    of 12 GB of zeros, computed here independently from one chunk's digest."""
+    """Real reads of a 6 GB sparse file under a 1 s budget (zeros still cost sha256 CPU, ~5-20 s
+    here): several ticks, then the content id of 6 GB of zeros, computed here independently
+    from one chunk's digest."""
     monkeypatch.setattr(inbox_module, "_TICK_BUDGET_SECONDS", 1.0)
     inbox_dir = settings.resolved_home / "inbox"
     inbox_dir.mkdir(parents=True)
