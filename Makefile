@@ -22,6 +22,7 @@ test-fast: $(STAMP)  ## everything but the slow live-server scenarios
 
 bench: $(STAMP)  ## speed and quality benchmarks; machine-readable results in .bench/
 	$(PY) benchmarks/pipeline_speed.py --out .bench/pipeline_speed.json
+	$(PY) benchmarks/long_video.py --minutes 1 10 --engine --out .bench/long_video.json
 	$(PY) benchmarks/warp_quality.py --out .bench/warp_quality.json
 	$(PY) benchmarks/depth_quality.py --out .bench/depth_quality.json
 

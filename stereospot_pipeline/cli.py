@@ -12,12 +12,22 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from stereospot_pipeline.analytics.report import Prices
 from stereospot_pipeline.settings import Settings
@@ -116,7 +126,8 @@ def convert(
     settings = Settings()
     instance = open_instance(settings)
     resources = build_resources(settings)
-    key = register_local_file(resources["store"], input)
+    with _byte_progress(f"hashing {input.name}", input.stat().st_size) as progress:
+        key = register_local_file(resources["store"], input, on_progress=progress)
     if not instance.has_dynamic_partition(videos.name, key):
         instance.add_dynamic_partitions(videos.name, [key])
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": {
@@ -446,11 +457,41 @@ def _copy_atomic(src: Path, dest: Path) -> None:
     os.fchmod(fd, new_file_mode())
     os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
+        with _byte_progress(f"copying to {dest}", src.stat().st_size) as progress:
+            if progress is None:
+                shutil.copyfile(src, tmp)
+            else:
+                _copy_with_progress(src, Path(tmp), progress)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# A film takes a while to hash or copy: show how far it got (smaller files are done before a bar
+# would be worth drawing).
+_PROGRESS_MIN_BYTES = 256 << 20
+
+
+@contextmanager
+def _byte_progress(label: str, total: int):
+    """A ``(done, total)`` callback drawing a bar on stderr, or None for a small file."""
+    if total < _PROGRESS_MIN_BYTES:
+        yield None
+        return
+    with Progress(TextColumn(escape(label)), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
+
+
+def _copy_with_progress(src: Path, dest: Path, progress) -> None:
+    total, done = src.stat().st_size, 0
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        while block := fin.read(16 << 20):
+            fout.write(block)
+            done += len(block)
+            progress(done, total)
 
 
 def _read_settings(path: Path):

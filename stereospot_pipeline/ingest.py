@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -20,12 +22,51 @@ def is_video_name(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
+# A film is tens of GB: its content id is a sha256 over the sha256 of each chunk, so hashing can
+# stop at any chunk boundary and resume later (the inbox sensor spreads it over ticks, keeping
+# the digests so far in its cursor) and every door computes the same id.
+CHUNK_BYTES = 64 << 20
+_READ_BYTES = 1 << 20
+_ID_PREFIX = f"stereospot-chunked-sha256/{CHUNK_BYTES}:"
+
+Progress = Callable[[int, int], None]  # (bytes hashed, bytes in all)
+
+
+def _chunk_sha256(fh) -> str:
+    h, left = hashlib.sha256(), CHUNK_BYTES
+    while left and (block := fh.read(min(_READ_BYTES, left))):
+        h.update(block)
+        left -= len(block)
     return h.hexdigest()
+
+
+def hash_chunks(path: Path, digests: list[str], *, deadline: float | None = None,
+                on_progress: Progress | None = None) -> bool:
+    """Extend ``digests`` (the chunk digests of ``path`` so far, in order) until the file is done
+    (returns True) or ``time.monotonic()`` passes ``deadline`` (False). The deadline is checked
+    after each chunk, so every call makes progress."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(len(digests) * CHUNK_BYTES)
+        while len(digests) * CHUNK_BYTES < size:
+            digests.append(_chunk_sha256(fh))
+            if on_progress:
+                on_progress(min(len(digests) * CHUNK_BYTES, size), size)
+            if deadline is not None and time.monotonic() >= deadline and len(digests) * CHUNK_BYTES < size:
+                return False
+    return True
+
+
+def content_id(digests: list[str]) -> str:
+    """The id registered as a video's ``sha256``, from all of its chunk digests."""
+    return hashlib.sha256((_ID_PREFIX + "".join(digests)).encode()).hexdigest()
+
+
+def file_sha256(path: Path, on_progress: Progress | None = None) -> str:
+    """The content id of a local file (see ``CHUNK_BYTES``), hashed in one go."""
+    digests: list[str] = []
+    hash_chunks(path, digests, on_progress=on_progress)
+    return content_id(digests)
 
 
 def partition_key(name: str, sha256: str) -> str:
@@ -77,7 +118,7 @@ def register_video(store: ObjectStore, *, uri: str, name: str, sha256: str, size
     return key
 
 
-def register_local_file(store: ObjectStore, path: Path) -> str:
+def register_local_file(store: ObjectStore, path: Path, on_progress: Progress | None = None) -> str:
     path = path.resolve()
-    return register_video(store, uri=str(path), name=path.name, sha256=file_sha256(path),
+    return register_video(store, uri=str(path), name=path.name, sha256=file_sha256(path, on_progress),
                           size=path.stat().st_size)

@@ -3,7 +3,10 @@ right check, and a failing blocking check keeps the output out of the outbox."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+
+import imageio_ffmpeg
 
 import av
 import pytest
@@ -14,13 +17,14 @@ from stereospot_pipeline.defs.checks import (
     audio_durations,
     audio_matches,
     comfortable_parallax,
-    decode_all,
     decodes_fully,
     frames_match,
     geometry_matches,
     seam_continuity,
 )
+from stereospot_pipeline.media.mux import concat_and_mux
 from stereospot_pipeline.media.probe import probe_video
+from stereospot_pipeline.media.verify import SegmentVerificationError, verify_joined, verify_segment
 from stereospot_pipeline.stereo.params import Layout
 from stereospot_pipeline_tests.clips import make_clip
 from stereospot_pipeline_tests.conftest import convert, metadata, outbox_file
@@ -72,32 +76,86 @@ def _faststart(src: Path, dest: Path) -> Path:
     return dest
 
 
-def test_frame_and_decode_checks_catch_a_truncated_output(tmp_path):
+def test_frame_check_catches_a_truncated_output(tmp_path):
     source = _faststart(make_clip(tmp_path / "src.mp4", seconds=2.0, gop=5, audio=False), tmp_path / "fs.mp4")
     src = probe_video(source)
     assert frames_match(src, src).passed
-    decoded, error = decode_all(source)
-    assert decodes_fully(decoded, src.frames, error).passed
     whole = source.read_bytes()
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(whole[: len(whole) // 2])  # an interrupted copy
     cut = probe_video(truncated)
     result = frames_match(src, cut)
     assert not result.passed and f"{cut.frames} frames" in result.description
-    decoded, error = decode_all(truncated)
-    assert not decodes_fully(decoded, cut.frames, error).passed
 
 
-def test_decode_check_catches_corrupt_video_data(tmp_path):
-    clip = make_clip(tmp_path / "clip.mp4", seconds=2.0, size="192x108", gop=20)
-    data = bytearray(clip.read_bytes())
-    start = len(data) // 3
-    data[start:start + 4000] = bytes((b * 7 + 13) % 256 for b in data[start:start + 4000])
-    corrupt = tmp_path / "corrupt.mp4"
-    corrupt.write_bytes(bytes(data))
-    decoded, error = decode_all(corrupt)
-    result = decodes_fully(decoded, probe_video(corrupt).frames, error)
-    assert not result.passed
+def _overwrite(path: Path, at: float, length: int = 300) -> None:
+    """Bytes overwritten ``at`` a fraction into the video data (not the index: the file still opens)."""
+    data = bytearray(path.read_bytes())
+    mdat = data.index(b"mdat") + 4
+    moov = data.index(b"moov", mdat) if b"moov" in data[mdat:] else len(data)
+    start = mdat + int((moov - mdat - length) * at)
+    data[start:start + length] = bytes((b * 7 + 13) % 256 for b in data[start:start + length])
+    path.write_bytes(bytes(data))
+
+
+def _segments(tmp_path: Path, count: int) -> tuple[list[Path], list[dict]]:
+    """``count`` one-second segments on one timeline, as the stereo step stores them."""
+    parts = []
+    for i in range(count):
+        parts.append(tmp_path / f"seg{i}.mp4")
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size=96x64:rate=10:duration=1", "-c:v", "libx264", "-g", "10",
+                        "-pix_fmt", "yuv420p", "-output_ts_offset", str(i), str(parts[-1])], check=True)
+    return parts, [verify_segment(p, 10, (96, 64)).model_dump() for p in parts]
+
+
+def test_segment_verification_decodes_every_frame_and_checks_count_and_size(tmp_path):
+    parts, verified = _segments(tmp_path, 1)
+    assert verified[0]["frames"] == verified[0]["packets"] == 10
+    with pytest.raises(SegmentVerificationError, match="10 decodable frames in 10 packets, 11 were encoded"):
+        verify_segment(parts[0], 11, (96, 64))  # one frame dropped by the encoder
+    with pytest.raises(SegmentVerificationError, match="96x64, expected 192x64"):
+        verify_segment(parts[0], 10, (192, 64))
+
+
+def test_joined_check_catches_a_segment_corrupted_after_verification(tmp_path):
+    parts, verified = _segments(tmp_path, 3)
+    source = make_clip(tmp_path / "src.mp4", seconds=3.0, size="96x64", audio=False)
+    info = probe_video(source)
+    joined = tmp_path / "joined.mp4"
+    concat_and_mux(parts, source, info, joined)
+    good = verify_joined(joined, verified)
+    assert good.passed, good.problem
+    assert good.packets == 30 and good.sampled_points >= 2 + 1  # both seams and points between
+    assert decodes_fully(good).passed
+    _overwrite(parts[1], 0.6)  # bytes overwritten in the stored segment before the join
+    concat_and_mux(parts, source, info, joined)
+    bad = decodes_fully(verify_joined(joined, verified))
+    assert not bad.passed and "segment 2/3" in bad.description
+    # A join that lost a segment's packets.
+    concat_and_mux([parts[0], parts[2]], source, info, joined)
+    assert "20 video packets" in decodes_fully(verify_joined(joined, verified)).description
+
+
+def test_corrupt_stored_segment_fails_the_blocking_decode_check(instance, resources, settings, tmp_path,
+                                                                monkeypatch):
+    """Through the real assets: the second stored stereo segment is damaged between its
+    verification and the join; the blocking check fails and nothing is published."""
+    real_join = final.concat_and_mux
+
+    def damaging_join(parts, *args):
+        _overwrite(Path(parts[1]), 0.6)
+        return real_join(parts, *args)
+
+    monkeypatch.setattr(final, "concat_and_mux", damaging_join)
+    clip = make_clip(tmp_path / "bad.mp4", seconds=2.0, size="160x96", gop=5)
+    key, result = convert(instance, resources, clip, segment_seconds=1.0)
+    assert not result.success
+    checks = _checks(result)
+    assert not checks["decodes_without_errors"].passed
+    assert checks["decodes_without_errors"].severity is AssetCheckSeverity.ERROR
+    assert "segment 2/2" in checks["decodes_without_errors"].description
+    assert not list((settings.resolved_home / "outbox").glob("*.mp4"))
 
 
 def test_audio_check_requires_audio_exactly_when_the_source_has_it(tmp_path):

@@ -17,10 +17,11 @@ from dagster import (
 
 from stereospot_pipeline.defs.jobs import convert_video
 from stereospot_pipeline.defs.partitions import videos
-from stereospot_pipeline.ingest import file_sha256, is_video_name, register_video
+from stereospot_pipeline.ingest import CHUNK_BYTES, content_id, hash_chunks, is_video_name, register_video
 from stereospot_pipeline.storage import ObjectStore
 
-# Hashing large files is the slow part of a tick: stop early, well inside the 60 s tick limit.
+# Hashing large files is the slow part of a tick: stop early, well inside the 60 s tick limit. The
+# budget is checked between chunks inside a file too, so a film's hash spreads over ticks.
 _TICK_BUDGET_SECONDS = 30.0
 
 
@@ -46,7 +47,8 @@ def inbox_sensor(context: SensorEvaluationContext, inbox: LocalInbox, store: Obj
     """Registers each new or changed video (by content hash) once; identical re-drops are ignored.
 
     The cursor remembers each file's (size, mtime, hash) by its path below the inbox, so unchanged
-    files are not re-hashed.
+    files are not re-hashed, and the chunk digests of a file whose hashing ran out of tick time,
+    so the next tick continues where this one stopped.
     """
     root = Path(inbox.path)
     root.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,8 @@ def inbox_sensor(context: SensorEvaluationContext, inbox: LocalInbox, store: Obj
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns]
         prior = current.get(rel)
-        if prior and prior[:2] == stamp:
+        unchanged = bool(prior) and prior[:2] == stamp
+        if unchanged and prior[2] is not None:
             continue
         if not is_video_name(path.name):
             skipped.append(f"{rel}: not a video file extension")
@@ -71,7 +74,14 @@ def inbox_sensor(context: SensorEvaluationContext, inbox: LocalInbox, store: Obj
             continue  # still being written; look again next tick
         if len(requests) >= inbox.max_per_tick or time.monotonic() - started > _TICK_BUDGET_SECONDS:
             break
-        sha = file_sha256(path)
+        # [size, mtime, None, chunk digests so far] while a large file is part-hashed.
+        digests = list(prior[3]) if unchanged else []
+        if not hash_chunks(path, digests, deadline=started + _TICK_BUDGET_SECONDS):
+            current[rel] = [*stamp, None, digests]
+            context.log.info(f"inbox: hashing {rel}: {min(len(digests) * CHUNK_BYTES, stat.st_size) >> 20} of "
+                             f"{stat.st_size >> 20} MiB, continued next tick")
+            break
+        sha = content_id(digests)
         current[rel] = [*stamp, sha]
         folder = str(PurePosixPath(rel).parent)
         key = register_video(store, uri=str(path.resolve()), name=path.name, sha256=sha, size=stat.st_size,

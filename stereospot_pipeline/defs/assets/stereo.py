@@ -36,6 +36,7 @@ from stereospot_pipeline.ingest import registry_key
 from stereospot_pipeline.render import RenderResult, render_segment, whole_video_depth_range
 from stereospot_pipeline.media.probe import Colour, VideoInfo
 from stereospot_pipeline.media.segment import SegmentPlan
+from stereospot_pipeline.media.verify import verify_segment
 from stereospot_pipeline.stereo.convert import StereoConverter, pick_device
 from stereospot_pipeline.stereo.models import choose_model, upgrade_hint
 from stereospot_pipeline.stereo.planes import PixelFormat
@@ -143,7 +144,13 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
     label = f"segment {index + 1}/{task['count']} ({task['start_s']:.2f}s-{task['start_s'] + task['duration_s']:.2f}s)"
     if store.exists(out_key) and store.exists(result_key):
         context.log.info(f"{label}: already converted with these settings, reusing {out_key}")
-        return {**store.get_json(result_key), "reused": True}
+        record = store.get_json(result_key)
+        if "packet_digest" not in record:  # stored before segments were verified in their step
+            with store.local_copy(out_key) as stored:
+                verified = verify_segment(stored, record["frames"], (record["width"], record["height"]))
+            record.update(packets=verified.packets, packet_digest=verified.packet_digest)
+            store.put_json(record, result_key)
+        return {**record, "reused": True}
     params = StereoParams.model_validate(task["params"])
     depth_range = DepthRange.model_validate(task["depth_range"]) if task["depth_range"] else None
     converter = StereoConverter(params, device=pick_device(engine.device), depth_range=depth_range,
@@ -168,12 +175,16 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
                 result: RenderResult = render_segment(chunk, out, params, plan=SegmentPlan.model_validate(task),
                                                       converter=converter, on_progress=progress,
                                                       size=tuple(task["size"]), colour=Colour(**task["colour"]))
+                # Verified here, in parallel on the worker that has the file, so the final checks
+                # need not decode the whole joined video again (media/verify.py).
+                verified = verify_segment(out, result.frames, (result.width, result.height))
             except Exception as exc:
                 exc.args = (f"{label} of {video} failed: {exc}",) + exc.args[1:]
                 raise
         store.put_file(out, out_key)
     record = {"index": index, "key": out_key, "fingerprint": fingerprint, "params": task["params"],
-              "depth_range": task["depth_range"], **result.model_dump()}
+              "depth_range": task["depth_range"], **result.model_dump(),
+              "packets": verified.packets, "packet_digest": verified.packet_digest}
     store.put_json(record, result_key)
     return {**record, "reused": False}
 
@@ -187,7 +198,8 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "fingerprint": results[0]["fingerprint"],
         "params": params.model_dump(mode="json"),
         "suffix": LAYOUT_SUFFIX[params.layout],
-        "segments": [{k: r[k] for k in ("index", "key", "frames", "width", "height")} for r in results],
+        "segments": [{k: r[k] for k in ("index", "key", "frames", "width", "height", "packets", "packet_digest")}
+                     for r in results],
     }
     store.put_json(manifest, keys.stereo_manifest(key))
     frames = sum(r["frames"] for r in results)
