@@ -308,7 +308,7 @@ def ui(port: int = typer.Option(3000, help="port on 127.0.0.1")) -> None:
 @app.command()
 def add(
     source: str = typer.Argument(..., help="a local video file, an s3:// URI or an http(s) URL"),
-    settings_file: Path | None = typer.Option(None, "--settings", help="YAML/JSON conversion settings: sections "
+    settings_file: Path | None = typer.Option(None, "--settings", help="conversion settings (TOML, YAML or JSON): sections "
                                               "stereo, segments, comfort, seams (see README)"),
 ) -> None:
     """Add a video to the library and print its partition key (only that, on stdout), for
@@ -316,12 +316,12 @@ def add(
     Settings given replace those stored with the video; without --settings they are kept."""
     from stereospot_pipeline.defs.videos import add_video_to_library
     from stereospot_pipeline.defs.resources import build_resources
-    from stereospot_pipeline.defs.video_settings import validate_settings
     from stereospot_pipeline.errors import StereospotError
+    from stereospot_pipeline.settings_file import read_settings_file
 
     settings = Settings()
     try:
-        conversion = validate_settings(_read_settings(settings_file), str(settings_file)) if settings_file else None
+        conversion = read_settings_file(settings_file) if settings_file else None
         instance = open_instance(settings)
         key = add_video_to_library(instance, build_resources(settings)["store"], source, conversion, settings)
     except StereospotError as exc:
@@ -566,17 +566,6 @@ def _copy_atomic(src: Path, dest: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _read_settings(path: Path):
-    import yaml
-
-    from stereospot_pipeline.errors import StereospotError
-
-    try:
-        return yaml.safe_load(path.read_text())  # YAML is a superset of JSON: both work
-    except (OSError, yaml.YAMLError) as exc:
-        raise StereospotError(f"{path}: cannot read the settings file ({exc})") from exc
 
 
 def _failure_messages(result) -> list[str]:
