@@ -73,6 +73,9 @@ def test_trim_keeps_the_window_with_audio_in_sync(tmp_path, instance, resources)
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert all(c.passed for name, c in checks.items() if name != "comfortable_disparity"), checks
     assert metadata(result, "segments")["count"] >= 2
+    # The previews in the UI: the output at 10%, 50%, 90% (as `stereospot preview` shows) and depth.
+    assert all(f"frame at {p}%" in final["preview"] for p in (10, 50, 90))
+    assert set(final["preview_files"]) == {"frame", "depth", "frame_10", "frame_90"}
 
 
 def test_max_fps_drops_frames_evenly_and_keeps_the_duration(tmp_path, instance, resources):

@@ -102,17 +102,21 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         result = probe_video(out)
         store.put_file(out, stored)
         params = manifest["params"]
-        # The same moment in the output and, as the engine sees it, in depth.
+        # The same moment in the output and, as the engine sees it, in depth; and the output at
+        # the moments `stereospot preview` shows by default (10%, 90%), to judge the settings.
         try:
             frame = frame_at(out)
-            previews = {"frame": (frame, THUMB_WIDTH * frame.shape[1] // source.display_size[0]),
-                        "depth": (depth_preview(frame_at(src), StereoParams.model_validate(params)), THUMB_WIDTH)}
+            width = THUMB_WIDTH * frame.shape[1] // source.display_size[0]
+            previews = {"frame": (frame, width, "frame at 50%"),
+                        "depth": (depth_preview(frame_at(src), StereoParams.model_validate(params)), THUMB_WIDTH,
+                                  "depth at 50%"),
+                        **{f"frame_{p}": (frame_at(out, p / 100), width, f"frame at {p}%") for p in (10, 90)}}
             no_preview = None
         except (ValueError, av.error.FFmpegError) as exc:
             # A preview is a convenience: the video itself is complete and checked without one.
             previews, no_preview = {}, f"no preview: {exc}"
             context.log.warning(no_preview)
-    for label, (rgb, _) in previews.items():
+    for label, (rgb, _, _) in previews.items():
         store.put_bytes(png_bytes(rgb), preview_key(stored, label))
     context.log.info(f"joined {name}: {result.frames} frames, {result.duration_s:.2f}s")
     return MaterializeResult(metadata={
@@ -120,7 +124,7 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         "storage_url": MetadataValue.url(store.link(stored)),
         "storage_location": MetadataValue.path(store.location(stored)),
         "preview": no_preview or MetadataValue.md("\n\n".join(
-            markdown_image(png_bytes(thumbnail(rgb, width)), f"{label} at 50%") for label, (rgb, width) in previews.items())),
+            markdown_image(png_bytes(thumbnail(rgb, width)), alt) for rgb, width, alt in previews.values())),
         "preview_files": MetadataValue.json({label: store.url(preview_key(stored, label)) for label in previews}),
         "layout": params["layout"],
         "resolution": f"{result.width}x{result.height}",
