@@ -68,13 +68,8 @@ def open_instance(settings: Settings):
     return instance
 
 
-# Settings the CLI gives unless a file or an option says otherwise (the model's own defaults
-# are for the UI and the sensors): per-scene strength and the subject on the screen plane.
-_CLI_STEREO_DEFAULTS = {"auto_divergence": True, "auto_convergence": True}
-
-
 @app.command()
-@with_options(model_options(StereoParams, "Stereo settings", defaults={"divergence": "auto", "convergence": "auto"}),
+@with_options(model_options(StereoParams, "Stereo settings"),
               model_options(SegmentOptions, "Segments and frames", as_text=("start", "end")))
 def convert(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="video files and folders (searched "
@@ -151,7 +146,7 @@ def _expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def _conversion_config(settings_file: Path | None, options: dict) -> tuple[dict, StereoParams, SegmentOptions]:
-    """The run config of a conversion: built-in CLI defaults < the settings file < options given."""
+    """The run config of a conversion: the model's defaults < the settings file < options given."""
     from stereospot_pipeline.cli_options import given
     from stereospot_pipeline.defs.assets.stereo import StereoConfig, stereo_run_config
     from stereospot_pipeline.defs.video_settings import run_config as sections_run_config
@@ -159,7 +154,7 @@ def _conversion_config(settings_file: Path | None, options: dict) -> tuple[dict,
     from stereospot_pipeline.settings_file import read_settings_file
 
     sections = read_settings_file(settings_file) if settings_file else {}
-    stereo = {**_CLI_STEREO_DEFAULTS, **sections.get("stereo", {})}
+    stereo = dict(sections.get("stereo", {}))
     cli_stereo = given(options, StereoParams)
     for name in ("divergence", "convergence"):
         if name in cli_stereo:

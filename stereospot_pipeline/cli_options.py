@@ -35,18 +35,15 @@ def _choices(annotation) -> tuple[type | None, list[str] | None, bool]:
     return str, None, False
 
 
-def model_options(model: type[BaseModel], panel: str, as_text: tuple[str, ...] = (),
-                  defaults: dict | None = None) -> list[inspect.Parameter]:
+def model_options(model: type[BaseModel], panel: str, as_text: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """Keyword parameters for a typer command, one per field of ``model`` (``--field-name``).
-    Fields in ``as_text`` are taken as text (for the caller to parse, e.g. h:mm:ss times);
-    ``defaults`` names defaults the command applies instead of the model's (for the help)."""
+    Fields in ``as_text`` are taken as text (for the caller to parse, e.g. h:mm:ss times)."""
     params = []
     for name, field in model.model_fields.items():
         kind, choices, auto = _choices(field.annotation)
         if name in as_text:
             kind, choices = str, None
-        default = (defaults or {}).get(name, field.default)
-        default = default.value if isinstance(default, Enum) else default
+        default = field.default.value if isinstance(field.default, Enum) else field.default
         help_text = (field.description or name.replace("_", " ")) + f" (default: {default})"
         flag = f"--{name.replace('_', '-')}"
         extra: dict = {}
