@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -30,6 +31,8 @@ from rich.progress import (
 )
 
 from stereospot_pipeline.analytics.report import Prices
+from stereospot_pipeline.cli_options import model_options, with_options
+from stereospot_pipeline.media.selection import SegmentOptions
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
 
@@ -75,65 +78,172 @@ def open_instance(settings: Settings):
     return instance
 
 
-def _auto_or_number(low: float, high: float):
-    """A typer callback: the option is 'auto' or a number in [low, high]."""
-    def check(value: str) -> str:
-        try:
-            ok = value == "auto" or low <= float(value) <= high
-        except ValueError:
-            ok = False
-        if not ok:
-            raise typer.BadParameter(f"{value!r}: expected 'auto' or a number from {low:g} to {high:g}")
-        return value
-    return check
-
-
 @app.command()
+@with_options(model_options(StereoParams, "Stereo settings"),
+              model_options(SegmentOptions, "Segments and frames", as_text=("start", "end")))
 def convert(
-    input: Path = typer.Argument(..., help="video file to convert (anything ffmpeg decodes)"),
-    output: Path | None = typer.Option(None, "-o", "--output", help="where to write the result"),
-    layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
-    # The engine's own defaults (StereoParams): a conversion from the CLI, the UI and CI renders the same.
-    divergence: str = typer.Option("2.0", callback=_auto_or_number(0, 10),
-                                   help="stereo strength: max disparity in % of the frame, or 'auto' "
-                                   "(per scene, as much as the comfort budget allows)"),
-    convergence: str = typer.Option("0.5", callback=_auto_or_number(0, 1),
-                                    help="depth on the screen plane (0 far .. 1 near), or 'auto' "
-                                    "(the main subject on the screen plane)"),
-    method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
-    depth_model: str = typer.Option("auto", help="'auto' (best installed learned model, else 'heuristic'), "
-                                    "'heuristic', a name from `stereospot models list`, or a model folder"),
-    segment_seconds: float = typer.Option(10.0, help="target segment length in seconds"),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="video files and folders (searched "
+                                        "recursively for video files) to convert"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="where to write the result (one input only)"),
+    settings_file: Path | None = typer.Option(None, "--settings", help="settings file (TOML, or YAML/JSON): "
+                                              "sections stereo, segments, comfort, seams; options override it"),
+    **options,
 ) -> None:
-    """Convert INPUT to stereo 3D; the run is recorded in the local Dagster instance."""
+    """Convert videos to stereo 3D; each run is recorded in the local Dagster instance. Content
+    already converted with the same settings is skipped; with several inputs a summary table ends."""
+    from stereospot_pipeline.errors import StereospotError
+
+    files, missing = _expand_inputs(inputs)
+    single = len(inputs) == 1 and inputs[0].is_file()
+    if output is not None and not single:
+        err.print("[red]error:[/] -o/--output names one file: give exactly one input file, or leave -o out "
+                  "(results go to the outbox)")
+        raise typer.Exit(2)
+    if len(inputs) == 1 and missing:
+        err.print(f"[red]error:[/] {missing[0]}: no such file")
+        raise typer.Exit(2)
+    try:
+        run_config, params, segment_options = _conversion_config(settings_file, options)
+    except (StereospotError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if not files and not missing:
+        err.print(f"[red]error:[/] no video files in {', '.join(map(str, inputs))} (extensions: mp4, mov, mkv ...)")
+        raise typer.Exit(2)
+    from stereospot_pipeline.stereo.models import choose_model
+
+    out.print(choose_model(params.depth_model).describe())
+    settings = Settings()
+    instance = open_instance(settings)
+    rows = [(str(path), "failed", "no such file", 0.0) for path in missing]
+    for path in files:
+        started = time.perf_counter()
+        try:
+            result, produced = _convert_one(instance, settings, path, run_config, params, segment_options, output)
+        except typer.Exit as exc:
+            if single:
+                raise
+            result, produced = ("failed", "see above") if exc.exit_code == 1 else ("stopped", "")
+            if exc.exit_code not in (0, 1):
+                raise
+        rows.append((str(path), result, produced, time.perf_counter() - started))
+    if not single:
+        _print_summary(rows)
+        if any(r[1] == "failed" for r in rows):
+            raise typer.Exit(1)
+
+
+def _expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(video files to convert, inputs that do not exist): folders searched recursively for video
+    file names (hidden ones left out), files taken as given, each file once."""
+    from stereospot_pipeline.ingest import is_video_name
+
+    files, missing, seen = [], [], set()
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and is_video_name(p.name)
+                           and not any(part.startswith(".") for part in p.relative_to(item).parts))
+        elif item.is_file():
+            found = [item]
+        else:
+            missing.append(item)
+            continue
+        for path in found:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                files.append(path)
+    return files, missing
+
+
+def _conversion_config(settings_file: Path | None, options: dict) -> tuple[dict, StereoParams, SegmentOptions]:
+    """The run config of a conversion: the model's defaults < the settings file < options given."""
+    from stereospot_pipeline.cli_options import given
+    from stereospot_pipeline.defs.assets.stereo import StereoConfig, stereo_run_config
+    from stereospot_pipeline.defs.video_settings import run_config as sections_run_config
+    from stereospot_pipeline.media.selection import parse_time
+    from stereospot_pipeline.settings_file import read_settings_file
+
+    sections = read_settings_file(settings_file) if settings_file else {}
+    stereo = dict(sections.get("stereo", {}))
+    cli_stereo = given(options, StereoParams)
+    for name in ("divergence", "convergence"):
+        if name in cli_stereo:
+            stereo[f"auto_{name}"] = cli_stereo[name] == "auto"
+            if cli_stereo[name] == "auto":
+                del cli_stereo[name]
+    cli_segments = given(options, SegmentOptions)
+    for name in ("start", "end"):
+        if name in cli_segments:
+            try:
+                cli_segments[name] = parse_time(cli_segments[name])
+            except ValueError as exc:
+                raise ValueError(f"--{name}: {exc}") from exc
+    try:
+        config = StereoConfig(**{**stereo, **cli_stereo})
+        segment_options = SegmentOptions(**{**sections.get("segments", {}), **cli_segments})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise ValueError(problems) from None
+    params = config.stereo_params()
+    stereo_config = {**stereo_run_config(params), "seam_free": config.seam_free}
+    ops = sections_run_config({k: v for k, v in sections.items() if k in ("comfort", "seams")}).get("ops", {})
+    ops["segments"] = {"config": segment_options.model_dump(exclude_none=True)}
+    ops["stereo_segments"] = {"ops": {"plan_stereo_segments": {"config": stereo_config}}}
+    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": ops}, params, segment_options
+
+
+def _already_converted(store, outbox, key: str, params: StereoParams, segment_options: SegmentOptions) -> str | None:
+    """The outbox key of this content converted with these settings, if it is there: the output
+    name's tag identifies content + settings (the depth model as 'auto' resolves now)."""
+    from stereospot_pipeline.defs.assets.final import output_key, output_name, output_tag
+    from stereospot_pipeline.ingest import registry_key
+    from stereospot_pipeline.stereo.models import choose_model
+    from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX
+
+    reg = store.get_json(registry_key(key))
+    resolved = params.model_copy(update={"depth_model": choose_model(params.depth_model).model})
+    selection = segment_options.model_dump(include={"start", "end", "max_fps"}) if segment_options.selects else None
+    name = output_name(reg["name"], LAYOUT_SUFFIX[params.layout], output_tag(reg["sha256"], resolved, selection))
+    published = output_key(reg.get("folder", ""), name)
+    return published if outbox.exists(published) else None
+
+
+def _print_summary(rows: list[tuple[str, str, str, float]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} input(s)")
+    for column in ("file", "result", "output", "time"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    colours = {"converted": "green", "skipped": "cyan", "failed": "red", "stopped": "yellow"}
+    for file, result, produced, seconds in rows:
+        table.add_row(escape(file), f"[{colours.get(result, 'white')}]{result}[/]", escape(produced), f"{seconds:.1f}s")
+    out.print(table)
+
+
+def _convert_one(instance, settings: Settings, input: Path, run_config: dict, params: StereoParams,
+                 segment_options: SegmentOptions, output: Path | None) -> tuple[str, str]:
+    """Convert one file (or find it already converted); returns (result, output path)."""
     from dagster import materialize
 
     from stereospot_pipeline.definitions import CONVERSION_ASSETS
-    from stereospot_pipeline.defs.assets.stereo import stereo_run_config
     from stereospot_pipeline.defs.partitions import videos
     from stereospot_pipeline.defs.resources import build_resources
     from stereospot_pipeline.ingest import register_local_file
     from stereospot_pipeline.runs import worker_tags
 
-    if not input.is_file():
-        err.print(f"[red]error:[/] {input}: no such file")
-        raise typer.Exit(2)
-    params = StereoParams(layout=layout, divergence=divergence, convergence=convergence, method=method,
-                          depth_model=depth_model)
-    from stereospot_pipeline.stereo.models import choose_model
-
-    out.print(choose_model(depth_model).describe())
-    settings = Settings()
-    instance = open_instance(settings)
     resources = build_resources(settings)
     with _byte_progress(f"hashing {input.name}", input.stat().st_size) as progress:
         key = register_local_file(resources["store"], input, on_progress=progress)
     if not instance.has_dynamic_partition(videos.name, key):
         instance.add_dynamic_partitions(videos.name, [key])
-    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": {
-        "segments": {"config": {"segment_seconds": segment_seconds}},
-        "stereo_segments": {"ops": {"plan_stereo_segments": {"config": stereo_run_config(params)}}},
-    }}
+    done = _already_converted(resources["store"], resources["outbox"], key, params, segment_options)
+    if done is not None:
+        produced = Path(resources["outbox"].location(done))
+        if output is not None:
+            _copy_atomic(produced, output)
+            produced = output
+        out.print(f"[cyan]skipped:[/] {input} was converted with these settings: {produced.resolve()}")
+        return "skipped", str(produced)
     token = uuid.uuid4().hex
     watcher = _ProgressWatcher(instance, token)
     started = time.perf_counter()
@@ -185,6 +295,7 @@ def convert(
     out.print(f"{frames} frames, {meta['resolution'].value} {meta['layout'].value}, "
               f"{meta['duration_s'].value:.2f}s of video in {seconds:.1f}s ({frames / seconds:.1f} fps); "
               f"run {result.run_id}")
+    return "converted", str(produced.resolve())
 
 
 @app.command()
@@ -203,7 +314,7 @@ def ui(port: int = typer.Option(3000, help="port on 127.0.0.1")) -> None:
 @app.command()
 def add(
     source: str = typer.Argument(..., help="a local video file, an s3:// URI or an http(s) URL"),
-    settings_file: Path | None = typer.Option(None, "--settings", help="YAML/JSON conversion settings: sections "
+    settings_file: Path | None = typer.Option(None, "--settings", help="conversion settings (TOML, YAML or JSON): sections "
                                               "stereo, segments, comfort, seams (see README)"),
 ) -> None:
     """Add a video to the library and print its partition key (only that, on stdout), for
@@ -211,12 +322,12 @@ def add(
     Settings given replace those stored with the video; without --settings they are kept."""
     from stereospot_pipeline.defs.videos import add_video_to_library
     from stereospot_pipeline.defs.resources import build_resources
-    from stereospot_pipeline.defs.video_settings import validate_settings
     from stereospot_pipeline.errors import StereospotError
+    from stereospot_pipeline.settings_file import read_settings_file
 
     settings = Settings()
     try:
-        conversion = validate_settings(_read_settings(settings_file), str(settings_file)) if settings_file else None
+        conversion = read_settings_file(settings_file) if settings_file else None
         instance = open_instance(settings)
         key = add_video_to_library(instance, build_resources(settings)["store"], source, conversion, settings)
     except StereospotError as exc:
@@ -492,17 +603,6 @@ def _copy_with_progress(src: Path, dest: Path, progress) -> None:
             fout.write(block)
             done += len(block)
             progress(done, total)
-
-
-def _read_settings(path: Path):
-    import yaml
-
-    from stereospot_pipeline.errors import StereospotError
-
-    try:
-        return yaml.safe_load(path.read_text())  # YAML is a superset of JSON: both work
-    except (OSError, yaml.YAMLError) as exc:
-        raise StereospotError(f"{path}: cannot read the settings file ({exc})") from exc
 
 
 def _failure_messages(result) -> list[str]:

@@ -160,7 +160,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
 
     def decode() -> None:
         batch, stamps, lead_in = [], [], []
-        keep = (lambda t: plan.contains(t - offset)) if plan else None
+        keep = plan.selector(offset) if plan else None
         for frame, pts, tb, kept in iter_frames(chunk, keep, lead_in=LEAD_IN_FRAMES if plan else 0,
                                                  size=size):
             if not kept:

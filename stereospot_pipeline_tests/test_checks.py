@@ -52,7 +52,7 @@ def test_failing_blocking_check_stops_publishing(instance, resources, settings, 
     """A join that loses the last segment: final_video is stored, the frame check fails, the
     outbox stays empty."""
     real_join = final.concat_and_mux
-    monkeypatch.setattr(final, "concat_and_mux", lambda parts, *args: real_join(parts[:-1], *args))
+    monkeypatch.setattr(final, "concat_and_mux", lambda parts, *args, **kw: real_join(parts[:-1], *args, **kw))
     clip = make_clip(tmp_path / "bad.mp4", seconds=2.0, size="160x96", gop=5)
     key, result = convert(instance, resources, clip, segment_seconds=1.0)
     assert not result.success

@@ -49,7 +49,7 @@ def test_asset_page_shows_metadata_preview_and_checks(tmp_path):
         browser.find_element(By.XPATH, "//*[text()='[Show Markdown]']").click()
         images = wait.until(ec.presence_of_all_elements_located(
             (By.CSS_SELECTOR, "[role='dialog'] img[src^='data:image/png']")))
-        assert len(images) == 2
+        assert len(images) == 4  # output at 50%, depth at 50%, output at 10% and 90%
         wait.until(lambda _: all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images))
         browser.save_screenshot(str(ARTIFACTS / "final_video_partition.png"))
 

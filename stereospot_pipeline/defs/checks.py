@@ -27,7 +27,7 @@ from dagster import (
 from pydantic import Field
 
 from stereospot_pipeline import keys
-from stereospot_pipeline.defs.assets.final import final_video
+from stereospot_pipeline.defs.assets.final import final_video, trim_window
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.video_settings import with_stored
 from stereospot_pipeline.errors import InvalidVideoError
@@ -61,18 +61,21 @@ class SeamConfig(Config):
 # --- pure check logic -----------------------------------------------------------------------
 
 
-def frames_match(source: VideoInfo, output: VideoInfo) -> AssetCheckResult:
-    """Frame count and duration equal the source's, within one frame."""
-    frame_s = 1.0 / max(source.fps, 1e-6)
-    frame_gap = output.frames - source.frames
-    duration_gap = output.duration_s - source.duration_s
+def frames_match(source: VideoInfo, output: VideoInfo, selection: dict | None = None) -> AssetCheckResult:
+    """Frame count and duration equal the source's, within one frame; for a trim or frame-rate
+    cap (``selection``), those of the frames it kept, within one output frame."""
+    frame_s = 1.0 / max(source.fps if not selection or not selection["max_fps"]
+                        else min(source.fps, selection["max_fps"]), 1e-6)
+    frames, duration = (selection["frames"], selection["duration_s"]) if selection else (source.frames, source.duration_s)
+    frame_gap = output.frames - frames
+    duration_gap = output.duration_s - duration
     return AssetCheckResult(
         passed=abs(frame_gap) <= 1 and abs(duration_gap) <= frame_s + 1e-6,
-        description=f"{output.frames} frames / {output.duration_s:.3f}s, source "
-                    f"{source.frames} frames / {source.duration_s:.3f}s",
-        metadata={"frames": output.frames, "source_frames": source.frames,
+        description=f"{output.frames} frames / {output.duration_s:.3f}s, {'selected' if selection else 'source'} "
+                    f"{frames} frames / {duration:.3f}s",
+        metadata={"frames": output.frames, "source_frames": frames,
                   "duration_s": MetadataValue.float(output.duration_s),
-                  "source_duration_s": MetadataValue.float(source.duration_s),
+                  "source_duration_s": MetadataValue.float(duration),
                   "duration_gap_s": MetadataValue.float(duration_gap)},
     )
 
@@ -163,14 +166,18 @@ def _seconds(values: list[float]) -> str:
 # --- measurements ---------------------------------------------------------------------------
 
 
-def audio_durations(path: Path) -> list[float]:
-    """Seconds covered by each audio track's packets (first timestamp to last packet's end)."""
+def audio_durations(path: Path, window: tuple | None = None) -> list[float]:
+    """Seconds covered by each audio track's packets (first timestamp to last packet's end);
+    with a trim ``window`` (source times), of the packets that start inside it."""
     with av.open(str(path), metadata_errors="ignore") as container:
         spans: dict[int, list] = {a.index: [None, None] for a in container.streams.audio}
         if not spans:
             return []
         for pkt in container.demux(list(container.streams.audio)):
             if pkt.pts is None or pkt.size == 0:
+                continue
+            if window and not (window[0] <= pkt.pts * pkt.time_base and (window[1] is None or
+                                                                       pkt.pts * pkt.time_base < window[1])):
                 continue
             start, end = pkt.pts * pkt.time_base, (pkt.pts + (pkt.duration or 0)) * pkt.time_base
             span = spans[pkt.stream.index]
@@ -205,9 +212,10 @@ def _segment_results(store: ObjectStore, key: str) -> tuple[dict, list[dict]]:
              description="frame count and duration equal the source's (within one frame)")
 def frames_match_source(context: AssetCheckExecutionContext, store: ObjectStore) -> AssetCheckResult:
     source, _ = _source(store, context.partition_key)
+    manifest, _ = _segment_results(store, context.partition_key)
     with store.local_copy(_output_key(context)) as out:
         try:
-            return frames_match(source, probe_video(out))
+            return frames_match(source, probe_video(out), manifest.get("selection"))
         except InvalidVideoError as exc:
             return unreadable(exc)
 
@@ -217,7 +225,8 @@ def frames_match_source(context: AssetCheckExecutionContext, store: ObjectStore)
 def audio_matches_source(context: AssetCheckExecutionContext, store: ObjectStore) -> AssetCheckResult:
     source, source_key = _source(store, context.partition_key)
     with store.local_copy(source_key) as src, store.local_copy(_output_key(context)) as out:
-        return audio_matches(audio_durations(src), audio_durations(out), source.fps)
+        window = trim_window(store.get_json(keys.stereo_manifest(context.partition_key)).get("selection"))
+        return audio_matches(audio_durations(src, window), audio_durations(out), source.fps)
 
 
 @asset_check(asset=final_video, partitions_def=videos, blocking=True,

@@ -17,7 +17,10 @@ from dagster import (
 
 from stereospot_pipeline.defs.jobs import convert_video
 from stereospot_pipeline.defs.partitions import videos
-from stereospot_pipeline.ingest import CHUNK_BYTES, content_id, hash_chunks, is_video_name, register_video
+from stereospot_pipeline.defs.video_settings import run_config
+from stereospot_pipeline.errors import StereospotError
+from stereospot_pipeline.ingest import CHUNK_BYTES, content_id, hash_chunks, is_video_name, register_video, save_settings
+from stereospot_pipeline.settings_file import FOLDER_FILE, folder_settings
 from stereospot_pipeline.storage import ObjectStore
 
 # Hashing large files is the slow part of a tick: stop early, well inside the 60 s tick limit. The
@@ -67,6 +70,8 @@ def inbox_sensor(context: SensorEvaluationContext, inbox: LocalInbox, store: Obj
         unchanged = bool(prior) and prior[:2] == stamp
         if unchanged and prior[2] is not None:
             continue
+        if path.name == FOLDER_FILE:
+            continue
         if not is_video_name(path.name):
             skipped.append(f"{rel}: not a video file extension")
             continue
@@ -74,6 +79,12 @@ def inbox_sensor(context: SensorEvaluationContext, inbox: LocalInbox, store: Obj
             continue  # still being written; look again next tick
         if len(requests) >= inbox.max_per_tick or time.monotonic() - started > _TICK_BUDGET_SECONDS:
             break
+        try:
+            # The nearest stereospot.toml from the file's folder up to the inbox sets its conversion.
+            conversion, settings_path = folder_settings(path, root)
+        except StereospotError as exc:
+            skipped.append(f"{rel}: waiting for a valid settings file ({exc})")
+            continue
         # [size, mtime, None, chunk digests so far] while a large file is part-hashed.
         digests = list(prior[3]) if unchanged else []
         if not hash_chunks(path, digests, deadline=started + _TICK_BUDGET_SECONDS):
@@ -89,7 +100,12 @@ def inbox_sensor(context: SensorEvaluationContext, inbox: LocalInbox, store: Obj
         if key in new_keys or context.instance.has_dynamic_partition(videos.name, key):
             continue
         new_keys.append(key)
-        requests.append(RunRequest(run_key=key, partition_key=key, tags={"stereospot/source": path.name}))
+        tags = {"stereospot/source": path.name}
+        if settings_path is not None:
+            # Stored with the video (later conversions from the UI use them too) and shown as the run's config.
+            save_settings(store, key, conversion)
+            tags["stereospot/settings-file"] = str(settings_path.relative_to(root))
+        requests.append(RunRequest(run_key=key, partition_key=key, tags=tags, run_config=run_config(conversion)))
     for name in skipped:
         context.log.info(f"inbox: skipped {name}")
     if not requests:

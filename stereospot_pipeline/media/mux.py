@@ -14,15 +14,21 @@ _MP4_AUDIO = {"aac", "mp3", "mp3float", "ac3", "eac3", "alac", "flac", "opus"}
 
 
 def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Path,
-                   audio_bitrate: int = 192_000) -> None:
+                   audio_bitrate: int = 192_000, window: tuple[Fraction, Fraction | None] | None = None) -> None:
     """Write ``out`` (MP4) from the segments' video packets plus every audio track of ``source``.
 
     Segments carry the source timeline counted from its first frame (``SegmentPlan.origin``), so
     packets are copied with their own timestamps shifted by the source's start: audio and video
     stay in sync however the source started, and variable frame rate survives.
+
+    A trimmed conversion (``window``: source times of its first frame and of its end, None for
+    the end of the video) counts from its first frame, and takes the audio packets (or, when
+    re-encoded, the decoded audio frames) that start inside the window.
     """
     zero = Fraction(info.start_time_s).limit_denominator(1_000_000)
     origin = Fraction(info.first_frame_time or 0)
+    if window is not None:
+        zero = origin = window[0]
     with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
         with av.open(str(segments[0])) as first:
             vin = first.streams.video[0]
@@ -56,7 +62,7 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
                         pkt.stream = vout
                         dst.mux(pkt)
             if plans:
-                _copy_audio(src, plans, zero, dst)
+                _copy_audio(src, plans, zero, dst, window)
 
 
 def _encodable_layout(layout: av.AudioLayout) -> av.AudioLayout:
@@ -84,18 +90,29 @@ def _shift(pkt: av.Packet, ticks: int) -> None:
         pkt.dts -= ticks
 
 
-def _copy_audio(src, plans, zero: Fraction, dst) -> None:
+def _inside(ts: int | None, time_base: Fraction, window: tuple[Fraction, Fraction | None] | None) -> bool:
+    if window is None:
+        return True
+    if ts is None:
+        return False
+    t = ts * time_base
+    return t >= window[0] and (window[1] is None or t < window[1])
+
+
+def _copy_audio(src, plans, zero: Fraction, dst, window=None) -> None:
     by_index = {a.index: (a, out, resampler) for a, out, resampler in plans}
     for pkt in src.demux([a for a, _, _ in plans]):
         a, out, resampler = by_index[pkt.stream.index]
         if resampler is None:
-            if pkt.size == 0 or pkt.dts is None:
+            if pkt.size == 0 or pkt.dts is None or not _inside(pkt.pts, a.time_base, window):
                 continue
             _shift(pkt, round(zero / a.time_base))
             pkt.stream = out
             dst.mux(pkt)
             continue
         for frame in pkt.decode():
+            if not _inside(frame.pts, frame.time_base or a.time_base, window):
+                continue
             frame.pts = None  # the encoder numbers samples contiguously from zero
             for rframe in resampler.resample(frame):
                 dst.mux(out.encode(rframe))

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.ffmpeg import run_ffmpeg
 from stereospot_pipeline.media.probe import GENPTS, VideoInfo
+from stereospot_pipeline.media.selection import capped, output_slot
 
 # Past the segment's end, frames still shown before the end may follow in decode order
 # (B-frame reordering, open-GOP leading pictures); a second covers any real stream.
@@ -54,6 +55,26 @@ class SegmentPlan(BaseModel):
     # far from zero or below it (an unwrapped 33-bit MPEG-TS clock, edit lists), and a negative
     # timestamp would be shifted by the segment's MP4 muxer, breaking the join.
     origin: str = "0"
+    # Frame-rate cap (``media/selection.py``): the slots count from the first kept frame.
+    max_fps: float | None = None
+    first_kept: str | None = None
+    frame_s: str | None = None
+
+    def selector(self, offset: Fraction = Fraction(0)):
+        """A predicate over a piece's presentation times (``offset``: piece time - source time),
+        called for every frame in display order: whether the frame is converted. Under a
+        frame-rate cap a frame is kept when it is the first of its slot, which takes the frame
+        before it: each piece holds its pre-roll, so that frame is always seen."""
+        if self.max_fps is None:
+            return lambda t: self.contains(t - offset)
+        cap, first, frame_s = Fraction(str(self.max_fps)), Fraction(self.first_kept), Fraction(self.frame_s)
+        previous: list[int | None] = [None]
+
+        def keep(t: Fraction) -> bool:
+            slot = output_slot(t - offset, first, frame_s, cap)
+            prior, previous[0] = previous[0], slot
+            return self.contains(t - offset) and slot != prior
+        return keep
 
     def contains(self, t: Fraction) -> bool:
         """Whether source time ``t`` (seconds) belongs to this segment."""
@@ -63,9 +84,66 @@ class SegmentPlan(BaseModel):
         return self.end_time is None or t < Fraction(self.end_time) - tol
 
 
-def plan_segments(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
+def plan_segments(info: VideoInfo, segment_seconds: float, *, start: float = 0.0, end: float | None = None,
+                  max_fps: float | None = None, times: list[Fraction] | None = None) -> list[SegmentPlan]:
     """Cut at the first keyframe at least ``segment_seconds`` after the previous cut; a trailing
-    piece shorter than a quarter segment is merged into the one before it."""
+    piece shorter than a quarter segment is merged into the one before it.
+
+    With a window (``start``/``end``: seconds from the first frame) or a frame-rate cap, the plan
+    keeps only the segments the window touches, clipped to it, and counts the frames each keeps;
+    that needs the source's presentation ``times`` (``presentation_times``)."""
+    plans = _plan_all(info, segment_seconds)
+    if not (start > 0 or end is not None or max_fps is not None):
+        return plans
+    if times is None:
+        raise ValueError("a trimmed or frame-rate capped plan needs the source's presentation times")
+    return _select(info, plans, times, start, end, max_fps)
+
+
+def _select(info: VideoInfo, plans: list[SegmentPlan], times: list[Fraction], start: float, end: float | None,
+            max_fps: float | None) -> list[SegmentPlan]:
+    origin = times[0]
+    tol = Fraction(plans[0].tolerance_s)
+    lo = bisect_left(times, origin + Fraction(str(start)) - tol)
+    hi = len(times) if end is None else bisect_left(times, origin + Fraction(str(end)) - tol)
+    if lo >= hi:
+        window = f"{start:g}s-{end:g}s" if end is not None else f"from {start:g}s"
+        raise InvalidVideoError(info.path, f"the trim window {window} holds no frame (the video is "
+                                f"{info.duration_s:.2f}s long)", "choose --start/--end inside the video")
+    frame_s = 1 / Fraction(info.fps).limit_denominator(1_000_000)
+    kept = capped(times[lo:hi], frame_s, max_fps)
+    selected = []
+    for p in plans:
+        a, b = max(p.start_frame, lo), min(p.start_frame + p.frames, hi)
+        frames = sum(kept[a - lo:b - lo]) if a < b else 0
+        if not frames:
+            continue
+        fps = info.fps or 30.0
+        selected.append(p.model_copy(update={
+            "index": len(selected), "start_frame": a, "frames": frames,
+            "start_s": float(times[a] - origin), "duration_s": (b - a) / fps,
+            "start_time": str(times[a]) if a > p.start_frame else p.start_time,
+            "end_time": str(times[b]) if b < p.start_frame + p.frames else p.end_time,
+            # The output counts from the first kept frame: it starts at the window's start.
+            "origin": str(times[lo]),
+            "max_fps": max_fps, "first_kept": str(times[lo]), "frame_s": str(frame_s),
+        }))
+    return selected
+
+
+def presentation_times(path: Path, video_index: int) -> list[Fraction]:
+    """The distinct presentation times of the video track, in order, as the probe indexes them."""
+    times = set()
+    with av.open(str(path), metadata_errors="ignore", options=GENPTS) as container:
+        stream = container.streams[video_index]
+        for packet in container.demux(stream):
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if packet.size and ts is not None and not packet.is_discard:
+                times.add(Fraction(ts) * stream.time_base)
+    return sorted(times)
+
+
+def _plan_all(info: VideoInfo, segment_seconds: float) -> list[SegmentPlan]:
     if segment_seconds <= 0:
         raise ValueError("segment_seconds must be positive")
     fps = info.fps or 30.0
@@ -169,7 +247,7 @@ def chunk_offset(path: Path, plan: SegmentPlan) -> Fraction:
 
 
 def count_frames_in(path: Path, plan: SegmentPlan) -> int:
-    offset = chunk_offset(path, plan)
+    keep = plan.selector(chunk_offset(path, plan))
     # Distinct times, as the probe counts them: a stray extra packet (e.g. a filler NAL) repeating
     # a timestamp is no extra picture.
-    return len({t for t, _ in _packet_times(path) if plan.contains(t - offset)})
+    return sum(map(keep, sorted({t for t, _ in _packet_times(path)})))

@@ -53,14 +53,14 @@ LAYOUT_SUFFIX = {
 class StereoParams(BaseModel):
     """How one video is turned into stereo. Defaults match common VR viewing comfort."""
 
-    layout: Layout = Layout.FULL_SBS
+    layout: Layout = Field(Layout.FULL_SBS, description="how the two eyes are packed into the output frame")
     divergence: Annotated[float, Field(ge=0.0, le=10.0)] | Literal["auto"] = Field(
         2.0, description="max disparity, % of the larger side; 'auto': per scene, as much as the "
                          "comfort budget allows (stereo/comfort.py)")
     convergence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = Field(
         0.5, description="depth (0=far, 1=near) on the screen plane; 'auto': the main subject's, "
                          "smoothed over time")
-    method: WarpMethod = WarpMethod.FORWARD_FILL
+    method: WarpMethod = Field(WarpMethod.FORWARD_FILL, description="view synthesis: forward_fill (splat, then fill holes; cleaner edges) or backward (one resampling pass; faster)")
     ipd_offset: float = Field(0.0, ge=-5.0, le=5.0, description="extra per-eye shift, % of the larger "
                               "side; > 0 brings the whole scene forward, < 0 pushes it back")
     synthetic_view: Literal["both", "left", "right"] = Field(
@@ -85,9 +85,9 @@ class StereoParams(BaseModel):
     flip_tta: bool = Field(False, description="average depth with that of the mirrored frame (2x depth cost)")
     foreground_scale: float = Field(0.0, ge=-3.0, le=3.0, description="depth curve: > 0 stretches near "
                                     "depth and flattens the far, < 0 the reverse, 0 = unchanged")
-    batch_size: int = Field(4, ge=1, le=64)
-    crf: int = Field(20, ge=0, le=51)
-    preset: str = "veryfast"
+    batch_size: int = Field(4, ge=1, le=64, description="frames per depth-model batch (memory vs speed)")
+    crf: int = Field(20, ge=0, le=51, description="encoder quality: lower is better and larger (0-51)")
+    preset: str = Field("veryfast", description="encoder speed preset (ultrafast .. veryslow)")
 
     def fingerprint(self) -> str:
         """A stable id of everything that changes the output pixels (for caching segment outputs)."""

@@ -1,8 +1,10 @@
 import hashlib
+import json
 import re
 import tempfile
 import unicodedata
 from contextlib import ExitStack
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
 import av
@@ -38,10 +40,13 @@ def _safe_part(text: str, limit: int) -> str:
     return re.sub(r"[^A-Za-z0-9._ -]+", "", text).strip(" .-_")[:limit]
 
 
-def output_tag(sha256: str, params: StereoParams) -> str:
+def output_tag(sha256: str, params: StereoParams, selection: dict | None = None) -> str:
     """Short id of (content, settings): two videos named alike, or one video converted with other
-    settings of the same layout, never share an output name; the same conversion keeps its name."""
-    return hashlib.sha256(f"{sha256}|{params.fingerprint()}".encode()).hexdigest()[:_TAG_CHARS]
+    settings of the same layout, never share an output name; the same conversion keeps its name.
+    A trim or frame-rate cap (``selection``, the segment plan's) is part of the settings."""
+    picked = "" if not selection else "|" + json.dumps(
+        {k: selection.get(k) for k in ("start", "end", "max_fps")}, sort_keys=True)
+    return hashlib.sha256(f"{sha256}|{params.fingerprint()}{picked}".encode()).hexdigest()[:_TAG_CHARS]
 
 
 def output_name(source_name: str, suffix: str, tag: str) -> str:
@@ -58,10 +63,18 @@ def output_key(folder: str, name: str) -> str:
     return "/".join([*parts, name])
 
 
+def trim_window(selection: dict | None) -> tuple[Fraction, Fraction | None] | None:
+    """The source times (first kept frame, end or None) a trim keeps; None when not trimmed."""
+    if not selection or not (selection["start"] or selection["end"] is not None):
+        return None
+    end = selection["end_time"]
+    return Fraction(selection["start_time"]), Fraction(end) if end else None
+
+
 def final_name(store: ObjectStore, key: str) -> str:
     manifest = store.get_json(keys.stereo_manifest(key))
     reg = store.get_json(registry_key(key))
-    tag = output_tag(reg["sha256"], StereoParams.model_validate(manifest["params"]))
+    tag = output_tag(reg["sha256"], StereoParams.model_validate(manifest["params"]), manifest.get("selection"))
     return output_name(reg["name"], manifest["suffix"], tag)
 
 
@@ -85,21 +98,25 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         parts = [stack.enter_context(store.local_copy(s["key"])) for s in manifest["segments"]]
         src = stack.enter_context(store.local_copy(raw["storage_key"]))
         out = Path(tmp) / name
-        concat_and_mux(parts, src, source, out)
+        concat_and_mux(parts, src, source, out, window=trim_window(manifest.get("selection")))
         result = probe_video(out)
         store.put_file(out, stored)
         params = manifest["params"]
-        # The same moment in the output and, as the engine sees it, in depth.
+        # The same moment in the output and, as the engine sees it, in depth; and the output at
+        # the moments `stereospot preview` shows by default (10%, 90%), to judge the settings.
         try:
             frame = frame_at(out)
-            previews = {"frame": (frame, THUMB_WIDTH * frame.shape[1] // source.display_size[0]),
-                        "depth": (depth_preview(frame_at(src), StereoParams.model_validate(params)), THUMB_WIDTH)}
+            width = THUMB_WIDTH * frame.shape[1] // source.display_size[0]
+            previews = {"frame": (frame, width, "frame at 50%"),
+                        "depth": (depth_preview(frame_at(src), StereoParams.model_validate(params)), THUMB_WIDTH,
+                                  "depth at 50%"),
+                        **{f"frame_{p}": (frame_at(out, p / 100), width, f"frame at {p}%") for p in (10, 90)}}
             no_preview = None
         except (ValueError, av.error.FFmpegError) as exc:
             # A preview is a convenience: the video itself is complete and checked without one.
             previews, no_preview = {}, f"no preview: {exc}"
             context.log.warning(no_preview)
-    for label, (rgb, _) in previews.items():
+    for label, (rgb, _, _) in previews.items():
         store.put_bytes(png_bytes(rgb), preview_key(stored, label))
     context.log.info(f"joined {name}: {result.frames} frames, {result.duration_s:.2f}s")
     return MaterializeResult(metadata={
@@ -107,7 +124,7 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         "storage_url": MetadataValue.url(store.link(stored)),
         "storage_location": MetadataValue.path(store.location(stored)),
         "preview": no_preview or MetadataValue.md("\n\n".join(
-            markdown_image(png_bytes(thumbnail(rgb, width)), f"{label} at 50%") for label, (rgb, width) in previews.items())),
+            markdown_image(png_bytes(thumbnail(rgb, width)), alt) for rgb, width, alt in previews.values())),
         "preview_files": MetadataValue.json({label: store.url(preview_key(stored, label)) for label in previews}),
         "layout": params["layout"],
         "resolution": f"{result.width}x{result.height}",
@@ -115,6 +132,7 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         "height": result.height,
         "frames": result.frames,
         "source_frames": source.frames,
+        **({"selection": MetadataValue.json(manifest["selection"])} if manifest.get("selection") else {}),
         "duration_s": MetadataValue.float(result.duration_s),
         "fps": MetadataValue.float(result.fps),
         "size_bytes": result.size_bytes,

@@ -200,6 +200,8 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "suffix": LAYOUT_SUFFIX[params.layout],
         "segments": [{k: r[k] for k in ("index", "key", "frames", "width", "height", "packets", "packet_digest")}
                      for r in results],
+        # A trim or frame-rate cap (None: every frame): part of what the output name identifies.
+        "selection": store.get_json(keys.segment_plan(key)).get("selection"),
     }
     store.put_json(manifest, keys.stereo_manifest(key))
     frames = sum(r["frames"] for r in results)
