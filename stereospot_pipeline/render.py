@@ -28,7 +28,7 @@ from stereospot_pipeline.media.probe import Colour
 from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
 from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
-from stereospot_pipeline.stereo.layout import output_size
+from stereospot_pipeline.stereo.layout import mixes_colours, output_size
 from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.stereo.params import AUTO, Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat, frame_size
@@ -54,6 +54,10 @@ def output_encoder(params: StereoParams, colour: Colour | None = None) -> Encode
         raise ValueError(f"HDR ({colour.transfer}) is kept (STEREOSPOT_HDR=keep) but the codec is H.264, "
                          "which carries HDR on almost no player: use codec hevc (or auto), or "
                          "STEREOSPOT_HDR=tonemap")
+    if hdr and mixes_colours(params.layout):
+        raise ValueError(f"HDR ({colour.transfer}) is kept (STEREOSPOT_HDR=keep) but {params.layout.value} mixes "
+                         "the eyes' colours, which is defined for SDR only: use a side-by-side or top-bottom "
+                         "layout, or STEREOSPOT_HDR=tonemap")
     return choose_encoder(codec, EncoderKind(params.encoder), crf=params.crf, preset=params.preset,
                           bit_depth=10 if hdr else params.bit_depth, frame_packing=_FRAME_PACKING.get(params.layout),
                           colour=bitstream_colour(colour),
