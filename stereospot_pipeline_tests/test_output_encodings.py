@@ -113,3 +113,24 @@ def test_hdr_kept_refuses_h264(instance, resources, settings, tmp_path, monkeypa
     _, result = convert(instance, resources, src, params=StereoParams(depth_model="heuristic", codec="h264"))
     assert not result.success
     assert not list(Path(settings.url(settings.outbox_url, "outbox")).glob("*"))
+
+
+def test_depth_sees_hdr_kept_frames_tone_mapped():
+    """PQ code values read as SDR look washed out; the analysis frames of HDR kept are mapped
+    to SDR BT.709: PQ black stays black, 100-nit white (PQ code 0.508) lands near SDR's upper
+    mid-tones, and 1000-nit highlights near white."""
+    import torch
+
+    from stereospot_pipeline.stereo.convert import analysis_frames
+    from stereospot_pipeline.stereo.planes import PixelFormat
+    from stereospot_pipeline.stereo.tonemap import PQ, sdr_view
+
+    grey = torch.tensor([0.0, 0.508, 0.752]).view(3, 1, 1, 1).expand(3, 3, 4, 4)
+    mapped = sdr_view(grey, PQ)[:, 0, 0, 0]
+    assert mapped[0] < 0.02 and 0.35 < mapped[1] < 0.75 and mapped[2] > 0.9
+    # Through the engine's own analysis path (8-bit planes as the decoder gives them).
+    yuv = torch.full((1, 96, 64), 128, dtype=torch.uint8)
+    yuv[0, :64] = round(16 + 219 * 0.508)
+    sdr = analysis_frames(yuv, 32, PixelFormat.YUV420P)
+    hdr = analysis_frames(yuv, 32, PixelFormat.YUV420P, hdr_transfer=PQ)
+    assert abs(float(sdr.mean()) - 0.508) < 0.01 and abs(float(hdr.mean()) - float(mapped[1])) < 0.02
