@@ -200,8 +200,8 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
         store.put_file(out, out_key)
     if result.encoder_fallback:
         context.log.warning(f"{label}: {result.encoder_fallback}; encoded with {result.encoder}")
-    record = {"output_plan": task.get("output_plan"), "index": index, "key": out_key, "fingerprint": fingerprint, "params": task["params"],
-              "depth_range": task["depth_range"], **result.model_dump()}
+    record = {"index": index, "key": out_key, "fingerprint": fingerprint, "params": task["params"],
+              "depth_range": task["depth_range"], "output_plan": task.get("output_plan"), **result.model_dump()}
     store.put_json(record, result_key)
     return {**record, "reused": False}
 
