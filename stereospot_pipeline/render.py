@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,14 +21,16 @@ import torch
 from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
-from stereospot_pipeline.media.codec import VideoWriter, iter_frames
+from stereospot_pipeline.media.codec import VideoWriter, bitstream_colour, iter_frames
+from stereospot_pipeline.media.encoders import Encoder, EncoderKind, VideoCodec, choose_encoder
+from stereospot_pipeline.media.limits import OutputPlan, plan_output
 from stereospot_pipeline.media.probe import Colour
 from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
 from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
-from stereospot_pipeline.stereo.layout import output_size
+from stereospot_pipeline.stereo.layout import mixes_colours, output_size
 from stereospot_pipeline.stereo.normalize import DepthRange
-from stereospot_pipeline.stereo.params import Layout, StereoParams
+from stereospot_pipeline.stereo.params import AUTO, Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat, frame_size
 
 _DONE = object()
@@ -35,15 +38,49 @@ _DONE = object()
 # the segment's own: its depth stabiliser and range smoothing then carry on from where the
 # previous segment's left off (their memory fades to under 3% within 16 frames).
 LEAD_IN_FRAMES = 16
-# x264 writes a frame-packing SEI so 3D TVs and players switch to the packing on their own
-# (3 = side by side, 4 = top-bottom). Cross-eyed (right|left) must not claim 3: players would
-# show each eye to the wrong side.
-_X264_PARAMS = {
-    Layout.HALF_SBS: "frame-packing=3",
-    Layout.FULL_SBS: "frame-packing=3",
-    Layout.HALF_TB: "frame-packing=4",
-    Layout.FULL_TB: "frame-packing=4",
-}
+# H.264's frame-packing SEI (3 = side by side, 4 = top-bottom) lets 3D TVs and players switch to
+# the packing on their own; HEVC/AV1 players go by the file-name suffix (LAYOUT_SUFFIX).
+# Cross-eyed (right|left) must not claim 3: players would show each eye to the wrong side.
+_FRAME_PACKING = {Layout.HALF_SBS: 3, Layout.FULL_SBS: 3, Layout.HALF_TB: 4, Layout.FULL_TB: 4}
+
+
+def output_encoder(params: StereoParams, colour: Colour | None = None) -> Encoder:
+    """The encoder of ``params`` (codec already resolved by ``plan_video_output``; 'auto' left
+    here means H.264) for frames tagged ``colour``: an HDR (PQ/HLG) source kept HDR is written
+    10-bit with its colour tags and HDR10 metadata."""
+    codec = VideoCodec.H264 if params.codec == AUTO else VideoCodec(params.codec)
+    hdr = colour is not None and colour.hdr
+    if hdr and codec is VideoCodec.H264:
+        raise ValueError(f"HDR ({colour.transfer}) is kept (STEREOSPOT_HDR=keep) but the codec is H.264, "
+                         "which carries HDR on almost no player: use codec hevc (or auto), or "
+                         "STEREOSPOT_HDR=tonemap")
+    if hdr and mixes_colours(params.layout):
+        raise ValueError(f"HDR ({colour.transfer}) is kept (STEREOSPOT_HDR=keep) but {params.layout.value} mixes "
+                         "the eyes' colours, which is defined for SDR only: use a side-by-side or top-bottom "
+                         "layout, or STEREOSPOT_HDR=tonemap")
+    return choose_encoder(codec, EncoderKind(params.encoder), crf=params.crf, preset=params.preset,
+                          bit_depth=10 if hdr else params.bit_depth, frame_packing=_FRAME_PACKING.get(params.layout),
+                          colour=bitstream_colour(colour),
+                          mastering_display=colour.mastering_display if hdr else None,
+                          content_light=colour.content_light if hdr else None)
+
+
+def plan_video_output(params: StereoParams, display_size: tuple[int, int],
+                      colour: Colour | None = None) -> tuple[StereoParams, OutputPlan]:
+    """The one output decision of a video, made before any segment: the codec ('auto': H.264
+    where the packed frame fits H.264 players, else HEVC; HEVC for HDR kept) and each eye's
+    size (scaled to the player limits if need be), at which frames are then decoded. Returns
+    ``params`` with the codec and bit depth made concrete, so every segment (and the cache key)
+    names the same encoding."""
+    hdr = colour is not None and colour.hdr
+    codec = None if params.codec == AUTO else VideoCodec(params.codec)
+    if hdr and codec is None:
+        codec = VideoCodec.HEVC
+    plan = plan_output(*display_size, params.layout, codec, max_width=params.max_output_width,
+                       max_height=params.max_output_height)
+    if hdr:
+        plan = replace(plan, decision=f"{plan.decision}; HDR {colour.transfer} kept: 10-bit")
+    return params.model_copy(update={"codec": plan.codec.value, "bit_depth": 10 if hdr else params.bit_depth}), plan
 
 
 # Share of the CPU cores the stereo compute's threads (torch, OpenCV) get: the decoder and x264
@@ -81,6 +118,10 @@ class RenderResult(BaseModel):
     mean_depth_steps: float  # summed |change| of the per-frame mean depth between adjacent frames
     depth_min: float
     depth_max: float
+    codec: str = "h264"
+    encoder: str = "libx264"
+    bit_depth: int = 8
+    encoder_fallback: str | None = None  # why the asked-for (NVIDIA) encoder is not the one used
 
 
 class _Stopped(Exception):
@@ -131,7 +172,7 @@ def whole_video_depth_range(video: Path, converter: StereoConverter) -> DepthRan
     above the converter's analysis size so they are shrunk exactly as segment frames are."""
     samples = sample_frames(video, short_side=2 * converter.analysis_side)
     return video_depth_range(samples, converter.estimator, converter.device, pixel_format=PixelFormat.YUV420P,
-                             short_side=converter.analysis_side)
+                             short_side=converter.analysis_side, hdr_transfer=converter.hdr_transfer)
 
 
 def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: SegmentPlan | None = None,
@@ -139,13 +180,16 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
                    on_progress: Callable[[int], None] | None = None,
                    size: tuple[int, int] | None = None, colour: Colour | None = None) -> RenderResult:
     """Convert the frames of ``chunk`` (those of ``plan``'s segment, or all) into ``out`` (MP4,
-    H.264) in ``params.layout``, each eye at ``size`` (the source's display size in square
-    pixels, if given), tagged with the source's ``colour``.
+    ``output_encoder``'s codec) in ``params.layout``, each eye at ``size`` (the source's display
+    size in square pixels, or ``plan_video_output``'s eye size, if given), tagged with the
+    source's ``colour``.
 
     Decode, stereo compute and encode run in three threads joined by small bounded queues, so
     the CPU-bound encoder overlaps with compute and memory does not grow with the segment.
     """
-    converter = converter or StereoConverter(params, pixel_format=PixelFormat.YUV420P)
+    video_encoder = output_encoder(params, colour)  # before any work: a setting it cannot honour fails now
+    converter = converter or StereoConverter(params, pixel_format=PixelFormat.YUV420P,
+                                             hdr_transfer=colour.transfer if colour and colour.hdr else None)
     if converter.pixel_format is not PixelFormat.YUV420P:
         raise ValueError("render_segment needs a converter of yuv420p frames (the decoder's format)")
     stop = threading.Event()
@@ -185,8 +229,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
             frames, stamps, tb = item
             if writer is None:
                 h, w = frame_size(frames, PixelFormat.YUV420P)
-                writer = VideoWriter(out, w, h, tb, crf=params.crf, preset=params.preset,
-                                     x264_params=_X264_PARAMS.get(params.layout), colour=colour)
+                writer = VideoWriter(out, w, h, tb, encoder=video_encoder, colour=colour)
             for frame, pts in zip(frames, stamps):
                 writer.write(frame, pts)
         if writer is not None:
@@ -242,7 +285,9 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
                         depth_model=converter.estimator.name, mean_depth=st.mean_depth,
                         max_shift_px=st.max_abs_shift_px, first_mean_depth=st.first_mean_depth,
                         last_mean_depth=st.last_mean_depth, mean_depth_steps=st.mean_depth_steps,
-                        depth_min=st.depth_min, depth_max=st.depth_max)
+                        depth_min=st.depth_min, depth_max=st.depth_max, codec=video_encoder.codec.value,
+                        encoder=video_encoder.name, bit_depth=video_encoder.bit_depth,
+                        encoder_fallback=video_encoder.fallback)
 
 
 def packed_size(width: int, height: int, layout: Layout) -> tuple[int, int]:

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(8192 * 4320, ge=1, description="largest frame (width x height), 8K by default")
     max_duration_s: float = Field(6 * 3600, gt=0, description="longest video in seconds")
     hdr: Literal["tonemap", "keep"] = Field(
-        "tonemap", description="HDR (PQ/HLG) sources: tone-map to SDR BT.709, or keep HDR (needs HEVC output)")
+        "tonemap", description="HDR (PQ/HLG) sources: tone-map to SDR BT.709, or keep HDR (10-bit HEVC/AV1 "
+                   "with the source's tags and HDR10 metadata)")
     executor: Literal["local", "ecs"] = Field(
         "local", description="local: steps in the run's process(es); ecs: each step its own ECS task")
     gpu_capacity_provider: str | None = Field(None, description="ECS capacity provider of GPU instances")

@@ -247,13 +247,15 @@ def test_a_preview_that_cannot_be_made_does_not_fail_the_conversion(instance, re
     assert metadata(result, "final_video")["preview"].startswith("no preview: ")
 
 
-def test_keeping_hdr_fails_clearly_until_hevc_output_exists(instance, resources, settings, tmp_path, monkeypatch):
+def test_keeping_hdr_in_an_anaglyph_fails_clearly(instance, resources, settings, tmp_path, monkeypatch):
+    """HDR is kept (STEREOSPOT_HDR=keep: 10-bit HEVC, test_output_encodings.py) only where each
+    eye's pixels stay as they are: an anaglyph mixes the eyes' colours, defined for SDR only."""
     monkeypatch.setenv("STEREOSPOT_HDR", "keep")
     path = _clip(tmp_path, "hdr10-pq")
     before = _digest(path)
-    _, result = convert(instance, resources, path)
+    _, result = convert(instance, resources, path, layout="ANAGLYPH")
     assert not result.success
     [message] = _failures(result)
-    assert str(path.name) in message and "smpte2084" in message and "STEREOSPOT_HDR=tonemap" in message
+    assert "smpte2084" in message and "anaglyph" in message and "STEREOSPOT_HDR=tonemap" in message
     assert _digest(path) == before
     assert not list(Path(settings.url(settings.outbox_url, "outbox")).glob("*"))

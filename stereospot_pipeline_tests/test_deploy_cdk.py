@@ -585,3 +585,10 @@ def test_cuda_image_installs_a_cuda_torch_build():
     )
     assert args["CUDA_IMAGE"].startswith("nvidia/cuda:12.")
     assert re.search(r"/whl/cu1\d+$", args["TORCH_INDEX_URL"])
+
+
+def test_cuda_image_grants_the_video_driver_capability():
+    """NVENC (h264/hevc/av1_nvenc) opens in a container only with the 'video' capability."""
+    env = " ".join(rest for keyword, rest in dockerfile_instructions("Dockerfile.cuda") if keyword == "ENV")
+    [capabilities] = re.findall(r"NVIDIA_DRIVER_CAPABILITIES=(\S+)", env)
+    assert {"compute", "utility", "video"} <= set(capabilities.split(","))

@@ -108,8 +108,11 @@ def decodes_fully(verification: JoinedVerification) -> AssetCheckResult:
     )
 
 
-def geometry_matches(source: VideoInfo, output: VideoInfo, layout: Layout) -> AssetCheckResult:
-    expected = packed_size(*source.display_size, layout)
+def geometry_matches(source: VideoInfo, output: VideoInfo, layout: Layout,
+                     eye_size: tuple[int, int] | None = None) -> AssetCheckResult:
+    """The packing of the source's display size, or of ``eye_size`` where the player limits
+    scaled each eye (media/limits.py)."""
+    expected = packed_size(*(eye_size or source.display_size), layout)
     actual = (output.width, output.height)
     return AssetCheckResult(
         passed=actual == expected,
@@ -245,7 +248,9 @@ def layout_geometry(context: AssetCheckExecutionContext, store: ObjectStore) -> 
     manifest, _ = _segment_results(store, context.partition_key)
     with store.local_copy(_output_key(context)) as out:
         try:
-            return geometry_matches(source, probe_video(out), Layout(manifest["params"]["layout"]))
+            eye = manifest.get("eye_size") if manifest.get("eye_size") != list(source.display_size) else None
+            return geometry_matches(source, probe_video(out), Layout(manifest["params"]["layout"]),
+                                    tuple(eye) if eye else None)
         except InvalidVideoError as exc:
             return unreadable(exc)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stereospot_pipeline.media.encoders import Encoder, EncoderKind, VideoCodec, choose_encoder
 from stereospot_pipeline.media.probe import Colour, colour_code, main_video
 from stereospot_pipeline.media.timing import decoded, presented
 
@@ -80,25 +81,31 @@ def _plane(plane: av.video.plane.VideoPlane, rows: int, columns: int) -> np.ndar
 
 
 class VideoWriter:
-    """H.264 (libx264) writer of yuv420p frames [H*3/2,W] (what x264 encodes from: no colour
-    conversion) that keeps the caller's timestamps (variable frame rate survives)."""
+    """Writer of the engine's yuv420p frames [H*3/2,W] with ``encoder`` (default: libx264 at
+    ``crf``/``preset``) that keeps the caller's timestamps (variable frame rate survives).
 
-    def __init__(self, path: Path, width: int, height: int, time_base: Fraction, *, crf: int = 20,
-                 preset: str = "veryfast", x264_params: str | None = None, rate: Fraction | None = None,
-                 colour: Colour | None = None):
+    8-bit 4:2:0 is what x264/x265/SVT-AV1 encode from, so 8-bit output needs no conversion; a
+    10-bit encoder gets each frame widened by libswscale (yuv420p10le, NVENC's p010le)."""
+
+    def __init__(self, path: Path, width: int, height: int, time_base: Fraction, *, encoder: Encoder | None = None,
+                 crf: int = 20, preset: str = "veryfast", rate: Fraction | None = None, colour: Colour | None = None):
+        encoder = encoder or choose_encoder(VideoCodec.H264, EncoderKind.SOFTWARE, crf=crf, preset=preset,
+                                            colour=bitstream_colour(colour))
+        self.encoder = encoder
         self.container = av.open(str(path), "w", format="mp4" if path.suffix == ".mp4" else None)
-        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream = self.container.add_stream(encoder.name, rate=rate)
         # 4:2:0 needs even sizes; ``yuv420p`` pads odd sources.
         self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p"
+        self.stream.pix_fmt = encoder.pix_fmt
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
-        opts = {"crf": str(crf), "preset": preset}
-        params = [x264_params] if x264_params else []
+        if encoder.codec is VideoCodec.HEVC:
+            # Apple's players and the Quest's play HEVC in MP4 only as 'hvc1' (parameter sets in
+            # the sample description), not libav's default 'hev1'.
+            self.stream.codec_context.codec_tag = "hvc1"
+        opts = dict(encoder.options)
         if colour is not None:
-            params += _tag(self.stream.codec_context, colour)
-        if params:
-            opts["x264-params"] = ":".join(params)
+            _tag(self.stream.codec_context, colour)
         self.stream.options = opts
         # Frame threads, as the ffmpeg tool uses (PyAV's default is slice threads), so the
         # comparison with a plain re-encode measures the same encoder work.
@@ -115,6 +122,9 @@ class VideoWriter:
         a frame at 720p side by side), so it must not change until the next ``write`` or ``close``."""
         # A chroma row is half a luma row only in a contiguous array: a strided view is copied.
         frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(yuv), format="yuv420p")
+        if self.encoder.pix_fmt != "yuv420p":
+            # Widened in limited range (16..235 -> 64..940); the tags say what the values mean.
+            frame = frame.reformat(format=self.encoder.pix_fmt, src_color_range="MPEG", dst_color_range="MPEG")
         frame.pts = pts
         frame.time_base = self.stream.codec_context.time_base
         if self._pending is not None:
@@ -143,19 +153,30 @@ class VideoWriter:
             self.container.close()
 
 
-def _tag(ctx, colour: Colour) -> list[str]:
+_TAGS = (("primaries", "color_primaries", "colorprim"), ("transfer", "color_trc", "transfer"),
+         ("matrix", "colorspace", "colormatrix"))
+
+
+def _tag(ctx, colour: Colour) -> None:
     """Tag the stream with the source's colour (players otherwise guess, often wrongly: BT.601
     for small frames). Frames reach the writer in limited range (``yuv420p``)."""
     ctx.color_range = 1
-    params = ["range=tv"]
-    for kind, attr, x264 in (("primaries", "color_primaries", "colorprim"), ("transfer", "color_trc", "transfer"),
-                             ("matrix", "colorspace", "colormatrix")):
-        name = getattr(colour, kind)
-        code = colour_code(kind, name)
+    for kind, attr, _ in _TAGS:
+        code = colour_code(kind, getattr(colour, kind))
         if code is not None:
             setattr(ctx, attr, code)
-            params.append(f"{x264}={name}")
-    return params
+
+
+def bitstream_colour(colour: Colour | None) -> dict[str, str]:
+    """The colour tags in x264/x265's names, for ``choose_encoder(colour=...)``: the stream's tags
+    (``_tag``) live in the container, these in the bitstream, where decoders read them."""
+    if colour is None:
+        return {}
+    tags = {"range": "tv"}
+    for kind, _, name in _TAGS:
+        if colour_code(kind, getattr(colour, kind)) is not None:
+            tags[name] = getattr(colour, kind)
+    return tags
 
 
 def pad_even(rgb: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ from functools import cache
 import av
 import numpy as np
 
+from stereospot_pipeline.media.hdr import svtav1_mastering
+
 
 class VideoCodec(str, Enum):
     H264 = "h264"
@@ -58,9 +60,12 @@ class Encoder:
 
 def choose_encoder(codec: VideoCodec = VideoCodec.H264, kind: EncoderKind = EncoderKind.AUTO, *, crf: int = 20,
                    preset: str = "veryfast", bit_depth: int = 8, frame_packing: int | None = None,
-                   colour: dict[str, str] | None = None) -> Encoder:
+                   colour: dict[str, str] | None = None, mastering_display: str | None = None,
+                   content_light: str | None = None) -> Encoder:
     """The encoder for these settings. ``colour`` (x264/x265 names: colorprim, transfer,
-    colormatrix, range) tags the bitstream itself, where the codec has a place for it.
+    colormatrix, range) tags the bitstream itself, where the codec has a place for it; the HDR10
+    static metadata (x265 syntax, see media/hdr.py) goes to the encoders that write it (libx265,
+    libsvtav1; NVENC takes the stream's colour tags only).
 
     Raises ValueError for settings no encoder of the codec can honour (e.g. 12-bit).
     """
@@ -88,10 +93,22 @@ def choose_encoder(codec: VideoCodec = VideoCodec.H264, kind: EncoderKind = Enco
             options["x264-params"] = ":".join(params)
     elif codec is VideoCodec.HEVC:
         params = ["log-level=error", *(f"{k}={v}" for k, v in (colour or {}).items())]
+        if mastering_display:
+            params.append(f"master-display={mastering_display}")
+        if content_light:
+            params.append(f"max-cll={content_light}")
         options = {"crf": str(crf), "preset": preset, "x265-params": ":".join(params)}
+        if bit_depth == 10:
+            options["profile"] = "main10"
     else:
-        # SVT-AV1's crf scale runs to 63; the x264-style 20 looks alike at about 30.
+        # SVT-AV1's crf scale runs to 63; the x264-style 20 looks alike at about 30. Colour tags
+        # reach it from the stream (codec context); HDR10 metadata only through its own params.
         options = {"crf": str(min(63, round(crf * 1.5))), "preset": str(_SVT_PRESET[preset])}
+        params = [f"mastering-display={svtav1_mastering(mastering_display)}"] if mastering_display else []
+        if content_light:
+            params.append(f"content-light={content_light}")
+        if params:
+            options["svtav1-params"] = ":".join(params)
     return Encoder(name, codec, fmt, bit_depth, options, fallback)
 
 

@@ -63,23 +63,29 @@ def plan_output(width: int, height: int, layout: Layout, codec: VideoCodec | Non
         if _fits(w, h, LIMITS[choice], max_width, max_height):
             note = "fits" if choice is choices[0] else f"HEVC: {w}x{h} is past H.264's limit ({_limit_text(VideoCodec.H264)})"
             return OutputPlan(choice, width, height, w, h, note)
-    chosen = choices[-1]
-    limit = LIMITS[chosen]
-    # Largest even eye size (aspect kept) whose packed frame fits; a bisection on the scale.
-    low, high = 0.0, 1.0
-    for _ in range(40):
-        mid = (low + high) / 2
-        ew, eh = _even(width * mid), _even(height * mid)
-        if _fits(*output_size(ew, eh, layout), limit, max_width, max_height):
-            low = mid
-        else:
-            high = mid
-    ew, eh = _even(width * low), _even(height * low)
+    # Scaled: with the codec left to the policy, H.264 where the user's own limit binds alike
+    # (the same eye size either way: the most compatible codec), else HEVC (more detail kept).
+    scaled = [_scaled(width, height, layout, choice, max_width, max_height) for choice in choices]
+    chosen, (ew, eh) = next((c, eye) for c, eye in zip(choices, scaled) if eye == scaled[-1])
     w, h = output_size(ew, eh, layout)
     own = f", the limit of {max_width or '-'}x{max_height or '-'} asked for" if max_width or max_height else ""
     return OutputPlan(chosen, ew, eh, w, h,
                       f"{chosen.value.upper()}: each eye scaled {width}x{height} -> {ew}x{eh} so the "
                       f"{w}x{h} frame fits {_limit_text(chosen)}{own}")
+
+
+def _scaled(width: int, height: int, layout: Layout, codec: VideoCodec, max_width: int | None,
+            max_height: int | None) -> tuple[int, int]:
+    """The largest even eye size (aspect kept) whose packed frame fits: a bisection on the scale."""
+    limit = LIMITS[codec]
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        if _fits(*output_size(_even(width * mid), _even(height * mid), layout), limit, max_width, max_height):
+            low = mid
+        else:
+            high = mid
+    return _even(width * low), _even(height * low)
 
 
 def _even(value: float) -> int:

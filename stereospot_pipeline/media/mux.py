@@ -32,7 +32,12 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
     with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
         with av.open(str(segments[0])) as first:
             vin = first.streams.video[0]
-            vout = dst.add_stream_from_template(vin)
+            # Opaque: the parameters are copied without looking up an encoder by the decoder's
+            # name (AV1 decodes with libdav1d, which is no encoder).
+            vout = dst.add_stream_from_template(vin, opaque=True)
+            # The template leaves the tag to the muxer, which writes HEVC as 'hev1'; keep the
+            # writer's 'hvc1' (media/codec.py), the one Apple's and the Quest's players accept.
+            vout.codec_tag = vin.codec_tag
             # The encoder's container may round the first timestamp a few ticks below the source
             # start; a frame shifted below zero would be dropped by players, so start at the
             # earliest frame actually present (an offset of a fraction of a frame for audio).

@@ -10,6 +10,7 @@ import av
 from pydantic import BaseModel
 
 from stereospot_pipeline.errors import InvalidVideoError
+from stereospot_pipeline.media.hdr import frame_hdr_metadata
 
 # Some containers (MPEG-PS, AVI) leave B-frame packets without a presentation timestamp; have the
 # demuxer fill them in, identically here and in the ffmpeg cut, so both see one timeline.
@@ -39,6 +40,9 @@ class Colour(BaseModel):
     transfer: str = "unknown"
     matrix: str = "unknown"
     range: str = "unknown"  # "tv" (limited) or "pc" (full)
+    # HDR10 static metadata in x265's syntax (media/hdr.py), where the source has it.
+    mastering_display: str | None = None
+    content_light: str | None = None
 
     @property
     def hdr(self) -> bool:
@@ -234,7 +238,9 @@ def frame_colour(frame: av.VideoFrame) -> Colour:
     """The colour tags of a decoded frame. JPEG-style formats (yuvj*, MJPEG) are full range by
     definition even when untagged."""
     full = frame.color_range == 2 or frame.format.name.startswith("yuvj")
-    return Colour(primaries=PRIMARIES.get(frame.color_primaries, "unknown"),
+    mastering, light = frame_hdr_metadata(frame)
+    return Colour(mastering_display=mastering, content_light=light,
+                  primaries=PRIMARIES.get(frame.color_primaries, "unknown"),
                   transfer=TRANSFERS.get(frame.color_trc, "unknown"),
                   matrix=MATRICES.get(frame.colorspace, "unknown"),
                   range="pc" if full else ("tv" if frame.color_range == 1 else "unknown"))

@@ -31,12 +31,7 @@ def working_copy_reasons(info: VideoInfo, hdr: str = "tonemap") -> list[str]:
         reasons.append(f"turned upright ({info.rotation} degrees)")
     if info.interlaced:
         reasons.append("deinterlaced")
-    if info.colour.hdr:
-        if hdr == "keep":
-            raise InvalidVideoError(
-                info.path, f"is HDR ({info.colour.transfer}) and STEREOSPOT_HDR=keep, but HDR output "
-                "needs the 10-bit HEVC encoder, which is not available yet",
-                "set STEREOSPOT_HDR=tonemap (the default) to convert it to SDR BT.709")
+    if info.colour.hdr and hdr != "keep":
         reasons.append(f"tone-mapped {info.colour.transfer} to SDR BT.709")
     return reasons
 
@@ -52,9 +47,13 @@ def working_copy(source: Path, info: VideoInfo, reasons: list[str], out: Path) -
     filters = []
     if info.interlaced:
         filters.append("yadif=mode=send_frame")
-    if info.colour.hdr:
+    if info.colour.hdr and any(r.startswith("tone-mapped") for r in reasons):
         filters.append(TONEMAP)
         args += _SDR_TAGS
+    elif info.colour.hdr:
+        # HDR kept: lossless at the source's bit depth (x264 High 4:4:4 takes 10-bit), colour tags
+        # carried over from the decoded frames (HDR10 metadata: see the source step).
+        args += ["-pix_fmt", "yuv420p10le"]
     if filters:
         args += ["-vf", ",".join(filters)]
     run_ffmpeg([*args, "-f", "nut", str(out)], source=str(source), what="make a working copy ("

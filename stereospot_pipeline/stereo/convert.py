@@ -28,6 +28,7 @@ from stereospot_pipeline.stereo.comfort import ComfortController
 from stereospot_pipeline.stereo.params import AUTO, CPU_DEPTH_SHORT_SIDE, Layout, StereoParams
 from stereospot_pipeline.stereo.planes import PixelFormat
 from stereospot_pipeline.stereo.stabilize import DepthStabilizer
+from stereospot_pipeline.stereo.tonemap import sdr_view
 from stereospot_pipeline.stereo.warp import Reads, eye_offsets, eye_shift, render_planes
 
 
@@ -38,16 +39,20 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def analysis_frames(frames: torch.Tensor, short_side: int,
-                    fmt: PixelFormat = PixelFormat.RGB24) -> torch.Tensor:
+                    fmt: PixelFormat = PixelFormat.RGB24, hdr_transfer: str | None = None) -> torch.Tensor:
     """uint8 frames (a batch array in ``fmt``) -> float RGB [B,3,h,w] in 0..1 with
     min(h, w) = short_side (never enlarged): what the depth estimator and the cut detector see.
+    ``hdr_transfer`` (PQ/HLG: BT.2020 frames kept HDR) -> an SDR view of them (stereo/tonemap.py).
 
     The uint8 planes are shrunk first (area-averaged) and only the small result is converted to
     float RGB: a small fraction of the cost of converting the whole frame.
     """
     h, w = planes.frame_size(frames, fmt)
     scale = min(1.0, short_side / min(h, w))
-    return planes.to_rgb(planes.split(frames, fmt), fmt, (round(h * scale), round(w * scale)))
+    size = (round(h * scale), round(w * scale))
+    if hdr_transfer:
+        return sdr_view(planes.to_rgb(planes.split(frames, fmt), fmt, size, matrix="bt2020"), hdr_transfer)
+    return planes.to_rgb(planes.split(frames, fmt), fmt, size)
 
 
 @dataclass
@@ -87,8 +92,9 @@ class StereoConverter:
 
     def __init__(self, params: StereoParams, device: torch.device | None = None,
                  estimator: DepthEstimator | None = None, depth_range: DepthRange | None = None,
-                 pixel_format: PixelFormat = PixelFormat.RGB24):
+                 pixel_format: PixelFormat = PixelFormat.RGB24, hdr_transfer: str | None = None):
         self.params = params
+        self.hdr_transfer = hdr_transfer  # frames kept HDR (PQ/HLG): depth sees them tone-mapped
         self.device = device or pick_device()
         self.pixel_format = PixelFormat(pixel_format)
         estimator = estimator or load_estimator(params.depth_model, self.device, params.depth_short_side)
@@ -113,7 +119,7 @@ class StereoConverter:
         then joins it without a step in depth (and, with a whole-video range, of the automatic
         comfort settings)."""
         pixels = torch.as_tensor(frames, device=self.device)
-        x = analysis_frames(pixels, self.analysis_side, self.pixel_format)
+        x = analysis_frames(pixels, self.analysis_side, self.pixel_format, self.hdr_transfer)
         cuts = self._cuts(x)
         nearness = self.stabilizer(self.estimator(x), x, cuts)
         self.normalizer.prime(nearness, cuts)
@@ -133,7 +139,7 @@ class StereoConverter:
         # with a fixed range every frame is done before this returns, so the array is used as is.
         holds = not isinstance(self.normalizer, FixedNormalizer)
         pixels = torch.tensor(frames, device=self.device) if holds else torch.as_tensor(frames, device=self.device)
-        x = analysis_frames(pixels, self.analysis_side, self.pixel_format)
+        x = analysis_frames(pixels, self.analysis_side, self.pixel_format, self.hdr_transfer)
         cuts = self._cuts(x)
         self.stats.extra["scene_cuts"] += sum(cuts)
         h, w = planes.frame_size(pixels, self.pixel_format)
@@ -260,7 +266,8 @@ class StereoConverter:
 def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,
                       device: torch.device | None = None, batch_size: int = 8,
                       lo_pct: float = 2.0, hi_pct: float = 98.0,
-                      pixel_format: PixelFormat = PixelFormat.RGB24, short_side: int | None = None) -> DepthRange:
+                      pixel_format: PixelFormat = PixelFormat.RGB24, short_side: int | None = None,
+                      hdr_transfer: str | None = None) -> DepthRange:
     """The nearness range of a whole video, for ``StereoConverter(depth_range=...)``.
 
     frames: uint8 frames in ``pixel_format`` sampled across the video (e.g. one per second),
@@ -277,7 +284,7 @@ def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,
         while chunk := list(islice(it, batch_size)):
             with torch.inference_mode():
                 pixels = torch.from_numpy(np.stack(chunk)).to(device)
-                batch = estimator(analysis_frames(pixels, short_side, pixel_format))
+                batch = estimator(analysis_frames(pixels, short_side, pixel_format, hdr_transfer))
             yield batch
 
     return robust_range(nearness(), lo_pct, hi_pct)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 AUTO = "auto"
@@ -86,8 +86,29 @@ class StereoParams(BaseModel):
     foreground_scale: float = Field(0.0, ge=-3.0, le=3.0, description="depth curve: > 0 stretches near "
                                     "depth and flattens the far, < 0 the reverse, 0 = unchanged")
     batch_size: int = Field(4, ge=1, le=64, description="frames per depth-model batch (memory vs speed)")
-    crf: int = Field(20, ge=0, le=51, description="encoder quality: lower is better and larger (0-51)")
-    preset: str = Field("veryfast", description="encoder speed preset (ultrafast .. veryslow)")
+    crf: int = Field(20, ge=0, le=51, description="quality: lower is better and larger (x264/x265 crf, "
+                     "NVENC cq; SVT-AV1 gets 1.5x on its 0..63 scale)")
+    preset: str = Field("veryfast", description="encoder speed, x264 names (ultrafast .. veryslow); "
+                        "mapped to SVT-AV1's numbers and NVENC's p1..p7")
+    codec: Literal["auto", "h264", "hevc", "av1"] = Field(
+        "auto", description="'auto': H.264 where the output fits H.264 players (media/limits.py), else HEVC; "
+                            "HDR kept (STEREOSPOT_HDR=keep) needs hevc or av1")
+    encoder: Literal["auto", "software", "nvenc"] = Field(
+        "auto", description="'auto'/'nvenc': the NVIDIA encoder where it opens, else the software one "
+                            "(the fallback is logged and recorded); 'software': libx264/libx265/libsvtav1")
+    bit_depth: int = Field(8, ge=8, le=10, description="8 or 10 bits per sample (10: less banding; "
+                           "H.264 10-bit plays on few devices); HDR kept is always 10")
+    max_output_width: int | None = Field(None, ge=64, le=16384, description="the player's largest frame "
+                                         "width: each eye is scaled down (aspect kept) until the packed "
+                                         "frame fits")
+    max_output_height: int | None = Field(None, ge=64, le=16384, description="the player's largest frame height")
+
+    @field_validator("bit_depth")
+    @classmethod
+    def _eight_or_ten(cls, value: int) -> int:
+        if value not in (8, 10):
+            raise ValueError("bit_depth must be 8 or 10")
+        return value
 
     def fingerprint(self) -> str:
         """A stable id of everything that changes the output pixels (for caching segment outputs)."""

@@ -27,7 +27,7 @@ class PixelFormat(str, Enum):
 
 # Kr, Kb of the YUV matrices: BT.709 for HD, BT.601 for SD (what players assume when a video
 # does not say, and what libswscale uses by default for SD).
-_KR_KB = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114)}
+_KR_KB = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114), "bt2020": (0.2627, 0.0593)}
 
 
 def matrix_for(height: int) -> str:

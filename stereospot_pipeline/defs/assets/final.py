@@ -127,6 +127,8 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
             markdown_image(png_bytes(thumbnail(rgb, width)), alt) for rgb, width, alt in previews.values())),
         "preview_files": MetadataValue.json({label: store.url(preview_key(stored, label)) for label in previews}),
         "layout": params["layout"],
+        # What wrote the video and why at this size (stereo_segments records the same).
+        **{k: v if v is not None else "none" for k, v in manifest.get("encoding", {}).items()},
         "resolution": f"{result.width}x{result.height}",
         "width": result.width,
         "height": result.height,

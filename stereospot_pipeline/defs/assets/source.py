@@ -38,6 +38,9 @@ def source_video(context: AssetExecutionContext, store: ObjectStore) -> Material
         if reasons:
             local = working_copy(local, original, reasons, Path(tmp) / "working.nut")
             info = probe_video(local)
+            # x264 drops HDR10 static metadata: the working copy's frames carry on the original's.
+            hdr10 = {"mastering_display": original.colour.mastering_display, "content_light": original.colour.content_light}
+            info = info.model_copy(update={"colour": info.colour.model_copy(update=hdr10)})
             stored = keys.source(key, ".nut")
         if not (store.exists(stored) and store.size(stored) == info.size_bytes):
             store.put_file(local, stored)

@@ -13,6 +13,7 @@ from dagster import (
     Config,
     DynamicOut,
     DynamicOutput,
+    Failure,
     In,
     MetadataValue,
     Nothing,
@@ -33,7 +34,13 @@ from stereospot_pipeline.defs.resources import EngineResource
 from stereospot_pipeline.defs.tables import STEREO_SEGMENT_SCHEMA
 from stereospot_pipeline.defs.video_settings import with_stored
 from stereospot_pipeline.ingest import registry_key
-from stereospot_pipeline.render import RenderResult, render_segment, whole_video_depth_range
+from stereospot_pipeline.render import (
+    RenderResult,
+    output_encoder,
+    plan_video_output,
+    render_segment,
+    whole_video_depth_range,
+)
 from stereospot_pipeline.media.probe import Colour, VideoInfo
 from stereospot_pipeline.media.segment import SegmentPlan
 from stereospot_pipeline.media.verify import verify_segment
@@ -75,6 +82,12 @@ class StereoConfig(Config, StereoParams):
                           "independently converted segments join without depth jumps")
 
 
+def _hdr_transfer(colour: Colour) -> str | None:
+    """The source's HDR transfer where the frames stay HDR (STEREOSPOT_HDR=keep): depth then sees
+    them tone-mapped. A tone-mapped working copy is SDR and gives None."""
+    return colour.transfer if colour.hdr else None
+
+
 def stereo_run_config(params: StereoParams) -> dict:
     """``params`` as run config: Dagster names enum values by member name (``FULL_SBS``)."""
     config = {k: (v.name if isinstance(v, Enum) else v) for k, v in params.model_dump().items()}
@@ -86,7 +99,7 @@ def stereo_run_config(params: StereoParams) -> dict:
 
 
 def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, engine: EngineResource,
-                             params: StereoParams, sha: str) -> dict:
+                             params: StereoParams, sha: str, source: VideoInfo) -> dict:
     """One nearness range for the whole video from sparse low-resolution samples, stored once
     per video and depth setting and shared by every segment."""
     key = context.partition_key
@@ -97,7 +110,8 @@ def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, en
     if store.exists(stored):
         return store.get_json(stored)
     started = time.perf_counter()
-    converter = StereoConverter(params, device=pick_device(engine.device), pixel_format=PixelFormat.YUV420P)
+    converter = StereoConverter(params, device=pick_device(engine.device), pixel_format=PixelFormat.YUV420P,
+                                hdr_transfer=_hdr_transfer(source.colour))
     source_key = store.get_json(keys.source_info(key))["storage_key"]
     with store.local_copy(source_key) as src:
         depth_range = whole_video_depth_range(src, converter)
@@ -119,15 +133,26 @@ def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, stor
     choice = choose_model(params.depth_model)
     context.log.info(choice.describe())
     params = params.model_copy(update={"depth_model": choice.model})
-    depth_range = _whole_video_depth_range(context, store, engine, params, sha) if config.seam_free else None
+    # One output decision for the whole video (codec, each eye's size: player limits, HDR kept).
+    source = VideoInfo.model_validate(store.get_json(keys.source_info(key)))
+    try:
+        params, output = plan_video_output(params, source.display_size, source.colour)
+        output_encoder(params, source.colour)  # a codec that cannot carry the source fails here, once
+    except ValueError as exc:
+        raise Failure(f"{key}: {exc}", allow_retries=False) from exc
+    context.log.info(f"output: {output.codec.value} {output.width}x{output.height} ({output.decision})")
+    depth_range = _whole_video_depth_range(context, store, engine, params, sha, source) if config.seam_free else None
     fingerprint = hashlib.sha256(
         f"{sha}|{plan['plan_id']}|{params.fingerprint()}|{json.dumps(depth_range, sort_keys=True)}|"
         f"{ENGINE_VERSION}".encode()
     ).hexdigest()[:16]
     count = len(plan["segments"])
-    # Each eye at the source's display size (anamorphic pixels made square), with its colour tags.
-    source = VideoInfo.model_validate(store.get_json(keys.source_info(key)))
-    picture = {"size": list(source.display_size), "colour": source.colour.model_dump()}
+    # Each eye at the source's display size (anamorphic pixels made square) or, scaled to fit the
+    # player limits, at the planned eye size: frames are decoded straight to it.
+    eye = (output.eye_width, output.eye_height) if output.scaled else source.display_size
+    picture = {"size": list(eye), "colour": source.colour.model_dump(),
+               "output_plan": {"codec": output.codec.value, "eye": [output.eye_width, output.eye_height],
+                               "frame": [output.width, output.height], "decision": output.decision}}
     for seg in plan["segments"]:
         task = {**seg, **picture, "video": key, "count": count, "fingerprint": fingerprint,
                 "params": params.model_dump(mode="json"), "depth_range": depth_range}
@@ -153,8 +178,9 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
         return {**record, "reused": True}
     params = StereoParams.model_validate(task["params"])
     depth_range = DepthRange.model_validate(task["depth_range"]) if task["depth_range"] else None
+    colour = Colour(**task["colour"])
     converter = StereoConverter(params, device=pick_device(engine.device), depth_range=depth_range,
-                                pixel_format=PixelFormat.YUV420P)
+                                pixel_format=PixelFormat.YUV420P, hdr_transfer=_hdr_transfer(colour))
     started = time.perf_counter()
     last_logged = [0.0]
 
@@ -174,7 +200,7 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
             try:
                 result: RenderResult = render_segment(chunk, out, params, plan=SegmentPlan.model_validate(task),
                                                       converter=converter, on_progress=progress,
-                                                      size=tuple(task["size"]), colour=Colour(**task["colour"]))
+                                                      size=tuple(task["size"]), colour=colour)
                 # Verified here, in parallel on the worker that has the file, so the final checks
                 # need not decode the whole joined video again (media/verify.py).
                 verified = verify_segment(out, result.frames, (result.width, result.height))
@@ -182,8 +208,10 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
                 exc.args = (f"{label} of {video} failed: {exc}",) + exc.args[1:]
                 raise
         store.put_file(out, out_key)
+    if result.encoder_fallback:
+        context.log.warning(f"{label}: {result.encoder_fallback}; encoded with {result.encoder}")
     record = {"index": index, "key": out_key, "fingerprint": fingerprint, "params": task["params"],
-              "depth_range": task["depth_range"], **result.model_dump(),
+              "depth_range": task["depth_range"], "output_plan": task.get("output_plan"), **result.model_dump(),
               "packets": verified.packets, "packet_digest": verified.packet_digest}
     store.put_json(record, result_key)
     return {**record, "reused": False}
@@ -194,8 +222,21 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
     key = context.partition_key
     results = sorted(results, key=lambda r: r["index"])
     params = StereoParams.model_validate(results[0]["params"])
+    # Segments are joined by packet copy: one encoder's parameter sets must fit them all (a retry
+    # on a machine without NVENC would otherwise mix h264_nvenc and libx264 streams).
+    encoders = sorted({r.get("encoder", "libx264") for r in results})
+    if len(encoders) > 1:
+        raise Failure(f"{key}: segments were encoded by different encoders ({', '.join(encoders)}) and cannot "
+                      "be joined; set encoder=software (or run every segment on NVENC machines) and convert again",
+                      allow_retries=False)
+    first = results[0]
+    plan = first.get("output_plan") or {}
     manifest = {
         "fingerprint": results[0]["fingerprint"],
+        "eye_size": plan.get("eye"),
+        "encoding": {"codec": first.get("codec", "h264"), "encoder": encoders[0],
+                     "bit_depth": first.get("bit_depth", 8), "encoder_fallback": first.get("encoder_fallback"),
+                     "player_limits": plan.get("decision")},
         "params": params.model_dump(mode="json"),
         "suffix": LAYOUT_SUFFIX[params.layout],
         "segments": [{k: r[k] for k in ("index", "key", "frames", "width", "height", "packets", "packet_digest")}
@@ -216,6 +257,11 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "divergence": str(params.divergence),
         "convergence": str(params.convergence),
         "method": params.method.value,
+        "codec": manifest["encoding"]["codec"],
+        "encoder": encoders[0],
+        "bit_depth": manifest["encoding"]["bit_depth"],
+        "encoder_fallback": manifest["encoding"]["encoder_fallback"] or "none: the encoder asked for opened",
+        "player_limits": manifest["encoding"]["player_limits"] or "not planned",
         "depth_model": params.depth_model,
         **({"depth_model_hint": hint} if (hint := upgrade_hint(params.depth_model)) else {}),
         # The one nearness range every segment was normalised with (seam-free), or why there is none.
