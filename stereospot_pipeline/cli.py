@@ -195,13 +195,25 @@ def _conversion_config(settings_file: Path | None, options: dict) -> tuple[dict,
 def _already_converted(store, outbox, key: str, params: StereoParams, segment_options: SegmentOptions) -> str | None:
     """The outbox key of this content converted with these settings, if it is there: the output
     name's tag identifies content + settings (the depth model as 'auto' resolves now)."""
+    from stereospot_pipeline import keys
     from stereospot_pipeline.defs.assets.final import output_key, output_name, output_tag
+    from stereospot_pipeline.errors import StereospotError
     from stereospot_pipeline.ingest import registry_key
+    from stereospot_pipeline.media.probe import VideoInfo
+    from stereospot_pipeline.render import plan_video_output
     from stereospot_pipeline.stereo.models import choose_model
     from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX
 
     reg = store.get_json(registry_key(key))
+    if not store.exists(keys.source_info(key)):
+        return None  # never probed, so never converted
+    source = VideoInfo.model_validate(store.get_json(keys.source_info(key)))
     resolved = params.model_copy(update={"depth_model": choose_model(params.depth_model).model})
+    try:
+        # As the stereo step resolves them (codec and bit depth fixed for this source).
+        resolved, _ = plan_video_output(resolved, source.display_size, source.colour)
+    except StereospotError:
+        return None
     selection = segment_options.model_dump(include={"start", "end", "max_fps"}) if segment_options.selects else None
     name = output_name(reg["name"], LAYOUT_SUFFIX[params.layout], output_tag(reg["sha256"], resolved, selection))
     published = output_key(reg.get("folder", ""), name)

@@ -143,9 +143,9 @@ def test_corrupt_stored_segment_fails_the_blocking_decode_check(instance, resour
     verification and the join; the blocking check fails and nothing is published."""
     real_join = final.concat_and_mux
 
-    def damaging_join(parts, *args):
+    def damaging_join(parts, *args, **kwargs):
         _overwrite(Path(parts[1]), 0.6)
-        return real_join(parts, *args)
+        return real_join(parts, *args, **kwargs)
 
     monkeypatch.setattr(final, "concat_and_mux", damaging_join)
     clip = make_clip(tmp_path / "bad.mp4", seconds=2.0, size="160x96", gop=5)
