@@ -23,7 +23,7 @@ from stereospot_pipeline_tests.support.ui import Ui
 from stereospot_pipeline_tests.support.s3 import make_buckets
 
 VIDEOS = 20
-WAIT_SECONDS = 420
+WAIT_SECONDS = 600  # 20 videos with a restart on 2 cores; each now also verifies its segments
 
 
 def _tiny(path: Path, i: int) -> Path:
