@@ -34,7 +34,7 @@ from stereospot_pipeline.analytics.report import Prices
 from stereospot_pipeline.cli_options import model_options, with_options
 from stereospot_pipeline.media.selection import SegmentOptions
 from stereospot_pipeline.settings import Settings
-from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
+from stereospot_pipeline.stereo.params import StereoParams
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn 2D videos into stereo 3D.")
 # Logs and pipes get wide lines: tables and paths are never cut to a default 80 columns.
@@ -381,18 +381,16 @@ def delete(
 
 
 @app.command()
+@with_options(model_options(StereoParams, "Stereo settings"))
 def preview(
     input: Path = typer.Argument(..., help="video file to preview"),
     at: str = typer.Option("10%,50%,90%", help="moments: percentages or times in seconds (1:30 = 90 s)"),
     clip_seconds: float = typer.Option(5.0, help="length of the sample clip from the first moment (0: none)"),
     out_dir: Path | None = typer.Option(None, "--out", help="folder for the previews "
                                         "[default: STEREOSPOT_HOME/previews/<name>]"),
-    layout: Layout = typer.Option(Layout.FULL_SBS, help="output layout"),
-    divergence: float = typer.Option(2.0, help="stereo strength: max disparity in % of the frame"),
-    convergence: float = typer.Option(0.5, help="depth on the screen plane (0 far .. 1 near)"),
-    method: WarpMethod = typer.Option(WarpMethod.FORWARD_FILL, help="view synthesis method"),
-    depth_model: str = typer.Option("auto", help="'auto', 'heuristic', a name from `stereospot models list` "
-                                    "or a model folder"),
+    settings_file: Path | None = typer.Option(None, "--settings", help="settings file, as for convert; "
+                                              "options override it"),
+    **options,
 ) -> None:
     """Stereo stills and a short sample clip with the chosen settings, in seconds: tune before a long job."""
     from stereospot_pipeline.errors import StereospotError
@@ -403,11 +401,11 @@ def preview(
         raise typer.Exit(2)
     try:
         positions = parse_positions(at)
-    except ValueError as exc:
-        err.print(f"[red]error:[/] --at: {exc}")
+        # The same settings, from the same options and file, as `convert` would use.
+        _, params, _ = _conversion_config(settings_file, options)
+    except (StereospotError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    params = StereoParams(layout=layout, divergence=divergence, convergence=convergence, method=method,
-                          depth_model=depth_model)
     folder = out_dir or Settings().resolved_home / "previews" / input.stem
     started = time.perf_counter()
     try:
