@@ -172,24 +172,27 @@ def whole_video_depth_range(video: Path, converter: StereoConverter) -> DepthRan
     above the converter's analysis size so they are shrunk exactly as segment frames are."""
     samples = sample_frames(video, short_side=2 * converter.analysis_side)
     return video_depth_range(samples, converter.estimator, converter.device, pixel_format=PixelFormat.YUV420P,
-                             short_side=converter.analysis_side, hdr_transfer=converter.hdr_transfer)
+                             short_side=converter.analysis_side, hdr_transfer=converter.hdr_transfer,
+                             matrix=converter.matrix)
 
 
 def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: SegmentPlan | None = None,
                    converter: StereoConverter | None = None,
                    on_progress: Callable[[int], None] | None = None,
-                   size: tuple[int, int] | None = None, colour: Colour | None = None) -> RenderResult:
+                   size: tuple[int, int] | None = None, colour: Colour | None = None,
+                   coded_depth: int = 0) -> RenderResult:
     """Convert the frames of ``chunk`` (those of ``plan``'s segment, or all) into ``out`` (MP4,
     ``output_encoder``'s codec) in ``params.layout``, each eye at ``size`` (the source's display
     size in square pixels, or ``plan_video_output``'s eye size, if given), tagged with the
-    source's ``colour``.
+    source's ``colour``; ``coded_depth`` is the source's ``VideoInfo.coded_depth``.
 
     Decode, stereo compute and encode run in three threads joined by small bounded queues, so
     the CPU-bound encoder overlaps with compute and memory does not grow with the segment.
     """
     video_encoder = output_encoder(params, colour)  # before any work: a setting it cannot honour fails now
     converter = converter or StereoConverter(params, pixel_format=PixelFormat.YUV420P,
-                                             hdr_transfer=colour.transfer if colour and colour.hdr else None)
+                                             hdr_transfer=colour.transfer if colour and colour.hdr else None,
+                                             matrix=colour.yuv_matrix if colour else None)
     if converter.pixel_format is not PixelFormat.YUV420P:
         raise ValueError("render_segment needs a converter of yuv420p frames (the decoder's format)")
     stop = threading.Event()
@@ -206,7 +209,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
         batch, stamps, lead_in = [], [], []
         keep = plan.selector(offset) if plan else None
         for frame, pts, tb, kept in iter_frames(chunk, keep, lead_in=LEAD_IN_FRAMES if plan else 0,
-                                                 size=size):
+                                                 size=size, coded_depth=coded_depth):
             if not kept:
                 lead_in.append(frame)
                 continue

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,18 +23,45 @@ SECONDS = 1.0
 FPS = 10
 
 
+@dataclass(frozen=True)
+class Form:
+    """How big the clips are made: ``scale`` multiplies every frame side given to ``video_in``,
+    ``stretch`` every duration. The CI matrix is the small form; ``LARGE`` (a few frames of
+    a real size, several seconds) is the slow one."""
+
+    scale: int = 1
+    stretch: float = 1.0
+
+
+SMALL, LARGE = Form(), Form(scale=3, stretch=3.0)
+_form = SMALL
+
+
+@contextmanager
+def made_in(form: Form) -> Iterator[None]:
+    """Clips built inside are made in ``form``."""
+    global _form
+    before, _form = _form, form
+    try:
+        yield
+    finally:
+        _form = before
+
+
 def ffmpeg(*args) -> None:
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True,
-                   timeout=120)
+                   timeout=300)
 
 
-def video_in(size: str = SIZE, fps: float = FPS, seconds: float = SECONDS) -> list[str]:
-    return ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"]
+def video_in(size: str = SIZE, fps: float = FPS, seconds: float = SECONDS, pattern: str = "testsrc2") -> list[str]:
+    """``pattern``: testsrc2 (moving detail) or smptebars (flat saturated colours, where a YUV
+    matrix read wrongly shows at once)."""
+    w, h = (int(side) * _form.scale for side in size.split("x"))
+    return ["-f", "lavfi", "-i", f"{pattern}=size={w}x{h}:rate={fps}:duration={seconds * _form.stretch}"]
 
 
-def tone_in(seconds: float = SECONDS, rate: int = 48000, layout: str = "", freq: int = 440) -> list[str]:
-    src = ["-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}"]
-    return src
+def tone_in(seconds: float = SECONDS, rate: int = 48000, freq: int = 440) -> list[str]:
+    return ["-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate={rate}:duration={seconds * _form.stretch}"]
 
 
 H264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5"]
@@ -52,9 +80,10 @@ class MatrixClip:
 
 
 def _simple(vcodec: list[str], acodec: list[str] | None = None, *, size: str = SIZE, fps: float = FPS,
-            fmt: list[str] = (), vf: str | None = None, audio_seconds: float = SECONDS) -> Callable[[Path], None]:
+            fmt: list[str] = (), vf: str | None = None, audio_seconds: float = SECONDS,
+            pattern: str = "testsrc2") -> Callable[[Path], None]:
     def build(p: Path) -> None:
-        args = [*video_in(size, fps)]
+        args = [*video_in(size, fps, pattern=pattern)]
         if acodec is not None:
             args += tone_in(audio_seconds)
         args += vcodec
@@ -190,6 +219,7 @@ def _tagged(primaries: str, trc: str, matrix: str, rng: str = "tv", pix: str = "
 
 AAC = ["-c:a", "aac"]
 PAL_SAR = "64:45"
+BARS = "smptebars"
 
 CLIPS: list[MatrixClip] = [
     # --- containers and codecs -------------------------------------------------------------
@@ -237,6 +267,7 @@ CLIPS: list[MatrixClip] = [
     MatrixClip("mxf-mpeg2", ".mxf", _simple(["-c:v", "mpeg2video", "-g", "1", "-pix_fmt", "yuv422p", "-r", "25"],
                                             ["-c:a", "pcm_s16le"], fps=25), "container", "MXF, MPEG-2 4:2:2 intra"),
     MatrixClip("mkv-ffv1-flac", ".mkv", _simple(["-c:v", "ffv1"], ["-c:a", "flac"]), "codec", "MKV, FFV1, FLAC"),
+    MatrixClip("gif-palette", ".gif", _simple(["-c:v", "gif"]), "container", "animated GIF (8-bit palette, no audio)"),
     # --- timing ------------------------------------------------------------------------------
     MatrixClip("m2ts-avchd-far-start", ".m2ts",
                _far_start(["-f", "mpegts", "-mpegts_m2ts_mode", "1"], 36000,
@@ -273,17 +304,23 @@ CLIPS: list[MatrixClip] = [
     MatrixClip("rotate-180", ".mp4", _rotated(180), "geometry", "display matrix 180 degrees"),
     MatrixClip("rotate-270", ".mov", _rotated(270), "geometry", "display matrix 270 degrees"),
     # --- colour ------------------------------------------------------------------------------
-    MatrixClip("bt601-tags", ".mp4", _simple(_tagged("smpte170m", "smpte170m", "smpte170m"), AAC), "colour",
+    MatrixClip("bt601-tags", ".mp4", _simple(_tagged("smpte170m", "smpte170m", "smpte170m"), AAC, pattern=BARS), "colour",
                "BT.601 (SMPTE 170M) tags",
                tags={"color_primaries": "smpte170m", "color_trc": "smpte170m", "colorspace": "smpte170m"}),
-    MatrixClip("bt709-tags", ".mp4", _simple(_tagged("bt709", "bt709", "bt709"), AAC), "colour", "BT.709 tags",
+    MatrixClip("bt709-tags", ".mp4", _simple(_tagged("bt709", "bt709", "bt709"), AAC, pattern=BARS), "colour", "BT.709 tags",
                tags={"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}),
-    MatrixClip("bt2020-sdr-10bit", ".mkv", _simple(_tagged("bt2020", "bt2020-10", "bt2020nc", pix="yuv420p10le"), AAC),
+    MatrixClip("bt2020-sdr-10bit", ".mkv", _simple(_tagged("bt2020", "bt2020-10", "bt2020nc", pix="yuv420p10le"), AAC,
+                                                 pattern=BARS),
                "colour", "BT.2020 SDR 10-bit",
                tags={"color_primaries": "bt2020", "color_trc": "bt2020-10", "colorspace": "bt2020nc"}),
-    MatrixClip("full-range", ".mp4", _simple(_tagged("bt709", "bt709", "bt709", rng="pc"), AAC), "colour",
+    MatrixClip("full-range", ".mp4", _simple(_tagged("bt709", "bt709", "bt709", rng="pc"), AAC, pattern=BARS), "colour",
                "full-range (0-255) BT.709",
                tags={"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}),
+    MatrixClip("mov-qtrle-rgb", ".mov", _simple(["-c:v", "qtrle", "-pix_fmt", "rgb24"], ["-c:a", "pcm_s16le"], pattern=BARS),
+               "colour", "MOV, QuickTime Animation (RGB pictures: screen recordings)",
+               tags={"colorspace": "bt709"}),
+    MatrixClip("mkv-ffv1-rgb", ".mkv", _simple(["-c:v", "ffv1", "-pix_fmt", "bgr0"], ["-c:a", "flac"], pattern=BARS), "colour",
+               "MKV, FFV1 RGB (archival capture)", tags={"colorspace": "bt709"}),
     MatrixClip("hdr10-pq", ".mp4", _simple([*_hdr("smpte2084"), "-tag:v", "hvc1"], AAC), "colour",
                "HDR10: HEVC 10-bit BT.2020 PQ", hdr=True,
                tags={"color_primaries": "bt709", "color_trc": "bt709", "colorspace": "bt709"}),

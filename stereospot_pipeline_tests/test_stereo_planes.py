@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stereospot_pipeline.media.codec import VideoWriter, iter_frames, yuv420p
+from stereospot_pipeline.media.codec import VideoWriter, bitstream_colour, iter_frames, yuv420p
+from stereospot_pipeline.media.probe import Colour
 from stereospot_pipeline.stereo import planes
-from stereospot_pipeline.stereo.convert import StereoConverter
+from stereospot_pipeline.stereo.convert import StereoConverter, analysis_frames
 from stereospot_pipeline.stereo.evaluation import motorcycle_pair
 from stereospot_pipeline.stereo.normalize import DepthRange
 from stereospot_pipeline.stereo.params import Layout, StereoParams, WarpMethod
@@ -34,8 +35,47 @@ def scene() -> np.ndarray:
 
 
 def _as_yuv(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB [B,H,W,3] -> yuv420p [B,H*3/2,W] through libswscale, as a decoder would give it."""
-    return np.stack([yuv420p(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")) for f in rgb])
+    """uint8 RGB [B,H,W,3] -> BT.601 yuv420p [B,H*3/2,W] through libswscale, as a decoder of SD
+    video would give it."""
+    frames = [av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24") for f in rgb]
+    for frame in frames:
+        frame.colorspace = 5  # BT.601 (bt470bg)
+    return np.stack([yuv420p(f) for f in frames])
+
+
+# Saturated colours (where the YUV matrices differ most) in 8x8 patches, 64 rows: SD.
+_BARS = np.repeat(np.repeat(np.array([[[191, 191, 0], [0, 191, 191], [0, 191, 0], [191, 0, 191], [191, 0, 0],
+                                        [0, 0, 191], [230, 120, 40], [40, 200, 120]]], np.uint8), 8, axis=1), 64, axis=0)
+
+
+def test_depth_sees_the_colours_the_matrix_tag_names():
+    """SD video tagged BT.709 is common (HD downscales, phone exports); read as BT.601, the
+    guess for SD, its colours shift. The estimator's frames follow the tag."""
+    rgb = torch.from_numpy(_BARS).permute(2, 0, 1)[None].float() / 255
+    yuv = torch.from_numpy(_frame(planes.from_rgb(rgb, YUV, matrix="bt709")))
+    tagged = analysis_frames(yuv, 64, YUV, matrix="bt709")
+    guessed = analysis_frames(yuv, 64, YUV)
+    assert (tagged - rgb).abs().mean() < 1.5 / 255
+    assert (guessed - rgb).abs().mean() > 6 / 255
+    assert planes.matrix_for(64, "bt709") == "bt709" and planes.matrix_for(64, "unknown") == "bt601"
+    assert planes.matrix_for(1080, "smpte170m") == "bt601" and planes.matrix_for(1080, None) == "bt709"
+
+
+def _frame(yuv_planes: list[torch.Tensor]) -> np.ndarray:
+    """Planes [1,1,h,w] of one 4:2:0 frame -> its batch array [1,H*3/2,W]."""
+    y, u, v = (p[0, 0].numpy() for p in yuv_planes)
+    return np.concatenate([y, np.concatenate([u.reshape(-1, y.shape[1]), v.reshape(-1, y.shape[1])])])[None]
+
+
+def test_rgb_video_becomes_bt709_yuv_tagged_as_such():
+    """RGB pictures (QuickTime Animation, PNG, RGB FFV1) have no YUV matrix of their own: they are
+    converted with BT.709 and the output says so (never tagged RGB, nor left to the SD guess)."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_BARS), format="rgb24")
+    ours = torch.from_numpy(yuv420p(frame))[None]
+    rgb = torch.from_numpy(_BARS).permute(2, 0, 1)[None].float() / 255
+    assert (planes.to_rgb(planes.split(ours, YUV), YUV, matrix="bt709") - rgb).abs().mean() < 1.5 / 255
+    assert Colour(matrix="gbr").yuv_matrix == "bt709" and Colour(matrix="bt470bg").yuv_matrix == "bt470bg"
+    assert bitstream_colour(Colour(matrix="gbr"))["colormatrix"] == "bt709"
 
 
 def test_yuv_to_rgb_matches_libswscale():

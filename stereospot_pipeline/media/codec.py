@@ -11,18 +11,20 @@ import av
 import numpy as np
 
 from stereospot_pipeline.media.encoders import Encoder, EncoderKind, VideoCodec, choose_encoder
-from stereospot_pipeline.media.probe import Colour, colour_code, main_video
+from stereospot_pipeline.media.probe import Colour, colour_code, is_rgb, main_video
 from stereospot_pipeline.media.timing import decoded, presented
 
 
 def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None, lead_in: int = 0,
-                size: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, int, Fraction, bool]]:
+                size: tuple[int, int] | None = None,
+                coded_depth: int = 0) -> Iterator[tuple[np.ndarray, int, Fraction, bool]]:
     """Yield (yuv420p uint8 [H*3/2,W], pts, time_base, kept) for each frame of the first video
     track whose presentation time (seconds, see ``timing.presented``) passes ``keep``
     (kept=True), preceded by up to ``lead_in`` of the frames just before the first of them
     (kept=False: context, e.g. for temporal filters). Other frames are decoded (as references)
     but not converted. Frames come at ``size`` (width, height: the display size of anamorphic
-    video) if given; odd sizes come padded to even (see ``yuv420p``)."""
+    video) if given; odd sizes come padded to even (see ``yuv420p``). ``coded_depth``: the
+    source's ``VideoInfo.coded_depth``, for a piece whose container lost it."""
     before: deque[tuple[av.VideoFrame, int]] = deque(maxlen=lead_in or None)
     started = False
 
@@ -34,6 +36,8 @@ def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None, lead
     with av.open(str(path)) as container:
         stream = main_video(container)
         stream.thread_type = "AUTO"  # frame threading roughly doubles decode speed
+        if coded_depth and not stream.codec_context.bits_per_coded_sample:
+            stream.codec_context.bits_per_coded_sample = coded_depth
         for frame, pts in presented(decoded(container, stream)):
             if keep is None or keep(pts * frame.time_base):
                 if not started:
@@ -55,6 +59,10 @@ def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None =
     repeated (not rescaled, which would soften every pixel).
     """
     h, w = frame.height, frame.width
+    if is_rgb(frame) and frame.colorspace in (0, 2):  # RGB, or unspecified
+        # RGB video (PNG, QuickTime Animation, RGB FFV1) becomes BT.709 YUV, as its output is
+        # tagged (``Colour.yuv_matrix``); libswscale would otherwise use BT.601, untagged.
+        frame.colorspace = 1
     if frame.color_range == 2 or frame.format.name.startswith("yuvj"):
         # Full range (JPEG-style) to the limited range the engine and its output tags assume.
         frame = frame.reformat(width=width or w, height=height or h, format="yuv420p",
@@ -62,9 +70,19 @@ def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None =
         width = height = None
         h, w = frame.height, frame.width
     if width is None and (w % 2 or h % 2):
-        rgb = pad_even(frame.to_ndarray(format="rgb24")[None])[0]
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    elif width is None and frame.format.name == "yuv420p":
+        # Padded in YUV (a trip through RGB would clip colours outside its gamut and round
+        # twice): odd 4:2:0 already has the chroma of the padded size, the luma gets its last
+        # row/column repeated.
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        eh, ew = h + h % 2, w + w % 2
+        out = np.empty((eh * 3 // 2, ew), np.uint8)
+        out[:eh] = np.pad(_plane(frame.planes[0], h, w), ((0, h % 2), (0, w % 2)), mode="edge")
+        chroma = out[eh:].reshape(2, eh // 2, ew // 2)
+        chroma[0] = _plane(frame.planes[1], eh // 2, ew // 2)
+        chroma[1] = _plane(frame.planes[2], eh // 2, ew // 2)
+        return out
+    if width is None and frame.format.name == "yuv420p":
         # Straight from the decoder's planes: a third of the CPU time of ``to_ndarray``.
         out = np.empty((h * 3 // 2, w), np.uint8)
         out[:h] = _plane(frame.planes[0], h, w)
@@ -162,7 +180,7 @@ def _tag(ctx, colour: Colour) -> None:
     for small frames). Frames reach the writer in limited range (``yuv420p``)."""
     ctx.color_range = 1
     for kind, attr, _ in _TAGS:
-        code = colour_code(kind, getattr(colour, kind))
+        code = colour_code(kind, _tag_value(colour, kind))
         if code is not None:
             setattr(ctx, attr, code)
 
@@ -174,14 +192,11 @@ def bitstream_colour(colour: Colour | None) -> dict[str, str]:
         return {}
     tags = {"range": "tv"}
     for kind, _, name in _TAGS:
-        if colour_code(kind, getattr(colour, kind)) is not None:
-            tags[name] = getattr(colour, kind)
+        if colour_code(kind, _tag_value(colour, kind)) is not None:
+            tags[name] = _tag_value(colour, kind)
     return tags
 
 
-def pad_even(rgb: np.ndarray) -> np.ndarray:
-    """[B,H,W,3] -> [B,H',W',3] with H', W' even, edge rows/columns repeated (4:2:0 needs it)."""
-    h, w = rgb.shape[1:3]
-    if h % 2 == 0 and w % 2 == 0:
-        return rgb
-    return np.pad(rgb, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+def _tag_value(colour: Colour, kind: str) -> str:
+    """The tag of the engine's frames: the source's, the matrix as the frames were converted."""
+    return colour.yuv_matrix if kind == "matrix" else getattr(colour, kind)

@@ -48,6 +48,13 @@ class Colour(BaseModel):
     def hdr(self) -> bool:
         return self.transfer in HDR_TRANSFERS
 
+    @property
+    def yuv_matrix(self) -> str:
+        """The matrix tag of the engine's YUV frames of this video: its own, but an RGB video
+        (``gbr``: PNG, QuickTime Animation, RGB FFV1) is converted to YUV with BT.709
+        (``codec.yuv420p``) and must be tagged so, not as RGB."""
+        return "bt709" if self.matrix == "gbr" else self.matrix
+
 
 # PQ (HDR10, Dolby Vision base layers) and HLG (broadcast, phones).
 HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
@@ -72,6 +79,9 @@ class VideoInfo(BaseModel):
     first_keyframe_time: str | None = None  # of the first keyframe stored (an edit list may hide it)
     sar: str = "1"  # sample (pixel) aspect ratio "n/d": not 1 for anamorphic video (DVD, HDV)
     colour: Colour = Colour()
+    # Bits per pixel the container states (QuickTime Animation, MS RLE, raw video decode by it);
+    # segment pieces (NUT) cannot carry it, so their decoder is given it (``codec.iter_frames``).
+    coded_depth: int = 0
     audio: list[AudioInfo]
     keyframes: list[KeyFrame]
 
@@ -168,6 +178,7 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
         rotation, interlaced, colour = _first_frame_facts(path, vstream)
         sar = Fraction(ctx.sample_aspect_ratio) if ctx.sample_aspect_ratio else Fraction(1)
         video_index = vstream.index
+        coded_depth = ctx.bits_per_coded_sample or 0
         container_name = container.format.name
         start_time = container.start_time / av.time_base if container.start_time is not None else float(min(times))
 
@@ -191,6 +202,7 @@ def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
         fps=float(1 / frame_dur),
         frames=len(ordered), duration_s=duration, start_time_s=start_time, rotation=rotation,
         interlaced=interlaced, video_index=video_index, sar=str(sar), colour=colour, first_frame_time=str(ordered[0]),
+        coded_depth=coded_depth,
         first_keyframe_time=str(first_key) if first_key is not None else None,
         audio=audio, keyframes=keyframes,
     )
@@ -242,8 +254,14 @@ def frame_colour(frame: av.VideoFrame) -> Colour:
     return Colour(mastering_display=mastering, content_light=light,
                   primaries=PRIMARIES.get(frame.color_primaries, "unknown"),
                   transfer=TRANSFERS.get(frame.color_trc, "unknown"),
-                  matrix=MATRICES.get(frame.colorspace, "unknown"),
+                  matrix="gbr" if is_rgb(frame) else MATRICES.get(frame.colorspace, "unknown"),
                   range="pc" if full else ("tv" if frame.color_range == 1 else "unknown"))
+
+
+def is_rgb(frame: av.VideoFrame) -> bool:
+    """RGB pictures (PNG, GIF palettes, QuickTime Animation, RGB FFV1): no YUV matrix of their own,
+    whatever the tag says."""
+    return frame.format.is_rgb or frame.format.has_palette
 
 
 def colour_code(kind: str, name: str) -> int | None:

@@ -38,11 +38,13 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def analysis_frames(frames: torch.Tensor, short_side: int,
-                    fmt: PixelFormat = PixelFormat.RGB24, hdr_transfer: str | None = None) -> torch.Tensor:
+def analysis_frames(frames: torch.Tensor, short_side: int, fmt: PixelFormat = PixelFormat.RGB24,
+                    hdr_transfer: str | None = None, matrix: str | None = None) -> torch.Tensor:
     """uint8 frames (a batch array in ``fmt``) -> float RGB [B,3,h,w] in 0..1 with
     min(h, w) = short_side (never enlarged): what the depth estimator and the cut detector see.
     ``hdr_transfer`` (PQ/HLG: BT.2020 frames kept HDR) -> an SDR view of them (stereo/tonemap.py).
+    ``matrix``: the frames' matrix tag (ffmpeg's name, ``planes.matrix_for``): SD video tagged
+    BT.709 is common, and read as BT.601 its colours shift.
 
     The uint8 planes are shrunk first (area-averaged) and only the small result is converted to
     float RGB: a small fraction of the cost of converting the whole frame.
@@ -50,9 +52,10 @@ def analysis_frames(frames: torch.Tensor, short_side: int,
     h, w = planes.frame_size(frames, fmt)
     scale = min(1.0, short_side / min(h, w))
     size = (round(h * scale), round(w * scale))
+    yuv_matrix = planes.matrix_for(h, matrix if matrix in (None, "unknown") or not hdr_transfer else "bt2020nc")
     if hdr_transfer:
-        return sdr_view(planes.to_rgb(planes.split(frames, fmt), fmt, size, matrix="bt2020"), hdr_transfer)
-    return planes.to_rgb(planes.split(frames, fmt), fmt, size)
+        return sdr_view(planes.to_rgb(planes.split(frames, fmt), fmt, size, matrix=yuv_matrix), hdr_transfer)
+    return planes.to_rgb(planes.split(frames, fmt), fmt, size, matrix=yuv_matrix)
 
 
 @dataclass
@@ -92,9 +95,11 @@ class StereoConverter:
 
     def __init__(self, params: StereoParams, device: torch.device | None = None,
                  estimator: DepthEstimator | None = None, depth_range: DepthRange | None = None,
-                 pixel_format: PixelFormat = PixelFormat.RGB24, hdr_transfer: str | None = None):
+                 pixel_format: PixelFormat = PixelFormat.RGB24, hdr_transfer: str | None = None,
+                 matrix: str | None = None):
         self.params = params
         self.hdr_transfer = hdr_transfer  # frames kept HDR (PQ/HLG): depth sees them tone-mapped
+        self.matrix = matrix  # the frames' YUV matrix tag (analysis_frames)
         self.device = device or pick_device()
         self.pixel_format = PixelFormat(pixel_format)
         estimator = estimator or load_estimator(params.depth_model, self.device, params.depth_short_side)
@@ -119,7 +124,7 @@ class StereoConverter:
         then joins it without a step in depth (and, with a whole-video range, of the automatic
         comfort settings)."""
         pixels = torch.as_tensor(frames, device=self.device)
-        x = analysis_frames(pixels, self.analysis_side, self.pixel_format, self.hdr_transfer)
+        x = analysis_frames(pixels, self.analysis_side, self.pixel_format, self.hdr_transfer, self.matrix)
         cuts = self._cuts(x)
         nearness = self.stabilizer(self.estimator(x), x, cuts)
         self.normalizer.prime(nearness, cuts)
@@ -139,7 +144,7 @@ class StereoConverter:
         # with a fixed range every frame is done before this returns, so the array is used as is.
         holds = not isinstance(self.normalizer, FixedNormalizer)
         pixels = torch.tensor(frames, device=self.device) if holds else torch.as_tensor(frames, device=self.device)
-        x = analysis_frames(pixels, self.analysis_side, self.pixel_format, self.hdr_transfer)
+        x = analysis_frames(pixels, self.analysis_side, self.pixel_format, self.hdr_transfer, self.matrix)
         cuts = self._cuts(x)
         self.stats.extra["scene_cuts"] += sum(cuts)
         h, w = planes.frame_size(pixels, self.pixel_format)
@@ -205,7 +210,7 @@ class StereoConverter:
             if batch_offsets is None:
                 # The depth debug layout shows the source frame beside its depth: no warp.
                 full = F.interpolate(depth[i:i + 1], size=(h, w), mode="bilinear", align_corners=False)
-                grey = planes.from_rgb(full.expand(-1, 3, -1, -1), fmt)
+                grey = planes.from_rgb(full.expand(-1, 3, -1, -1), fmt, planes.matrix_for(h, self.matrix))
                 for src, g, dst in zip(source, grey, target):
                     frame_slot, depth_slot = eye_slots(dst, Layout.FULL_SBS)
                     frame_slot.copy_(src)
@@ -225,7 +230,9 @@ class StereoConverter:
                 continue
             left, right = (source if o is None else render_planes(source, o, w) for o in offsets)
             if mixes_colours(p.layout) and fmt is not PixelFormat.RGB24:
-                packed = planes.from_rgb(compose(planes.to_rgb(left, fmt), planes.to_rgb(right, fmt), p.layout), fmt)
+                matrix = planes.matrix_for(h, self.matrix)
+                packed = planes.from_rgb(compose(planes.to_rgb(left, fmt, matrix=matrix),
+                                                 planes.to_rgb(right, fmt, matrix=matrix), p.layout), fmt, matrix)
             else:
                 packed = [compose(lv, rv, p.layout, black=k) for lv, rv, k in zip(left, right, planes.black(fmt))]
             for dst, q in zip(target, packed):
@@ -267,7 +274,7 @@ def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,
                       device: torch.device | None = None, batch_size: int = 8,
                       lo_pct: float = 2.0, hi_pct: float = 98.0,
                       pixel_format: PixelFormat = PixelFormat.RGB24, short_side: int | None = None,
-                      hdr_transfer: str | None = None) -> DepthRange:
+                      hdr_transfer: str | None = None, matrix: str | None = None) -> DepthRange:
     """The nearness range of a whole video, for ``StereoConverter(depth_range=...)``.
 
     frames: uint8 frames in ``pixel_format`` sampled across the video (e.g. one per second),
@@ -284,7 +291,7 @@ def video_depth_range(frames: Iterable[np.ndarray], estimator: DepthEstimator,
         while chunk := list(islice(it, batch_size)):
             with torch.inference_mode():
                 pixels = torch.from_numpy(np.stack(chunk)).to(device)
-                batch = estimator(analysis_frames(pixels, short_side, pixel_format, hdr_transfer))
+                batch = estimator(analysis_frames(pixels, short_side, pixel_format, hdr_transfer, matrix))
             yield batch
 
     return robust_range(nearness(), lo_pct, hi_pct)

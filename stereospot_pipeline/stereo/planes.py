@@ -25,12 +25,19 @@ class PixelFormat(str, Enum):
     YUV420P = "yuv420p"
 
 
-# Kr, Kb of the YUV matrices: BT.709 for HD, BT.601 for SD (what players assume when a video
-# does not say, and what libswscale uses by default for SD).
-_KR_KB = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114), "bt2020": (0.2627, 0.0593)}
+# Kr, Kb of the YUV matrices.
+_KR_KB = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114), "bt2020": (0.2627, 0.0593),
+          "smpte240m": (0.212, 0.087)}
+# ffmpeg's names of the matrix tag (what probe.Colour.matrix holds) -> the matrix they name.
+_TAGGED = {"bt709": "bt709", "bt470bg": "bt601", "smpte170m": "bt601", "bt2020nc": "bt2020",
+           "bt2020c": "bt2020", "smpte240m": "smpte240m"}
 
 
-def matrix_for(height: int) -> str:
+def matrix_for(height: int, tag: str | None = None) -> str:
+    """The YUV matrix of frames whose matrix tag is ``tag`` (ffmpeg's name); where the tag says
+    nothing, what players assume: BT.709 for HD, BT.601 for SD (libswscale's default for SD)."""
+    if tag in _TAGGED:
+        return _TAGGED[tag]
     return "bt709" if height >= 720 else "bt601"
 
 
@@ -89,8 +96,9 @@ def _shrink(plane: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def to_rgb(planes: list[torch.Tensor], fmt: PixelFormat, size: tuple[int, int] | None = None,
            matrix: str | None = None) -> torch.Tensor:
-    """Planes -> float RGB [B,3,h,w] in 0..1 at ``size`` (default: the frame's). Resampling
-    happens on the uint8 planes before any conversion, so shrinking costs little."""
+    """Planes -> float RGB [B,3,h,w] in 0..1 at ``size`` (default: the frame's), YUV read with
+    ``matrix`` (a ``matrix_for`` name; default: the frame height's guess). Resampling happens on
+    the uint8 planes before any conversion, so shrinking costs little."""
     size = size or tuple(planes[0].shape[-2:])
     if fmt is PixelFormat.RGB24:
         return _shrink(planes[0], size).div_(255.0)
@@ -106,7 +114,7 @@ def to_rgb(planes: list[torch.Tensor], fmt: PixelFormat, size: tuple[int, int] |
 
 def from_rgb(rgb: torch.Tensor, fmt: PixelFormat, matrix: str | None = None) -> list[torch.Tensor]:
     """float RGB [B,3,H,W] in 0..1 -> uint8 planes of ``fmt`` (4:2:0 needs even H, W; chroma is
-    the 2x2 average)."""
+    the 2x2 average), YUV made with ``matrix`` as in ``to_rgb``."""
     if fmt is PixelFormat.RGB24:
         return [_to_uint8(rgb * 255.0)]
     kr, kb = _KR_KB[matrix or matrix_for(rgb.shape[-2])]

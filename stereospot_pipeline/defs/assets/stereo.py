@@ -111,7 +111,7 @@ def _whole_video_depth_range(context: OpExecutionContext, store: ObjectStore, en
         return store.get_json(stored)
     started = time.perf_counter()
     converter = StereoConverter(params, device=pick_device(engine.device), pixel_format=PixelFormat.YUV420P,
-                                hdr_transfer=_hdr_transfer(source.colour))
+                                hdr_transfer=_hdr_transfer(source.colour), matrix=source.colour.yuv_matrix)
     source_key = store.get_json(keys.source_info(key))["storage_key"]
     with store.local_copy(source_key) as src:
         depth_range = whole_video_depth_range(src, converter)
@@ -150,7 +150,7 @@ def plan_stereo_segments(context: OpExecutionContext, config: StereoConfig, stor
     # Each eye at the source's display size (anamorphic pixels made square) or, scaled to fit the
     # player limits, at the planned eye size: frames are decoded straight to it.
     eye = (output.eye_width, output.eye_height) if output.scaled else source.display_size
-    picture = {"size": list(eye), "colour": source.colour.model_dump(),
+    picture = {"size": list(eye), "colour": source.colour.model_dump(), "coded_depth": source.coded_depth,
                "output_plan": {"codec": output.codec.value, "eye": [output.eye_width, output.eye_height],
                                "frame": [output.width, output.height], "decision": output.decision}}
     for seg in plan["segments"]:
@@ -180,7 +180,8 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
     depth_range = DepthRange.model_validate(task["depth_range"]) if task["depth_range"] else None
     colour = Colour(**task["colour"])
     converter = StereoConverter(params, device=pick_device(engine.device), depth_range=depth_range,
-                                pixel_format=PixelFormat.YUV420P, hdr_transfer=_hdr_transfer(colour))
+                                pixel_format=PixelFormat.YUV420P, hdr_transfer=_hdr_transfer(colour),
+                                matrix=colour.yuv_matrix)
     started = time.perf_counter()
     last_logged = [0.0]
 
@@ -200,7 +201,8 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
             try:
                 result: RenderResult = render_segment(chunk, out, params, plan=SegmentPlan.model_validate(task),
                                                       converter=converter, on_progress=progress,
-                                                      size=tuple(task["size"]), colour=colour)
+                                                      size=tuple(task["size"]), colour=colour,
+                                                      coded_depth=task.get("coded_depth", 0))
                 # Verified here, in parallel on the worker that has the file, so the final checks
                 # need not decode the whole joined video again (media/verify.py).
                 verified = verify_segment(out, result.frames, (result.width, result.height))
