@@ -122,6 +122,9 @@ class RenderResult(BaseModel):
     encoder: str = "libx264"
     bit_depth: int = 8
     encoder_fallback: str | None = None  # why the asked-for (NVIDIA) encoder is not the one used
+    # [lo, hi] of the strength the comfort controller chose, where the setting is "auto".
+    auto_divergence: list[float] | None = None
+    auto_convergence: list[float] | None = None
 
 
 class _Stopped(Exception):
@@ -290,7 +293,9 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
                         last_mean_depth=st.last_mean_depth, mean_depth_steps=st.mean_depth_steps,
                         depth_min=st.depth_min, depth_max=st.depth_max, codec=video_encoder.codec.value,
                         encoder=video_encoder.name, bit_depth=video_encoder.bit_depth,
-                        encoder_fallback=video_encoder.fallback)
+                        encoder_fallback=video_encoder.fallback,
+                        auto_divergence=st.extra.get("auto_divergence"),
+                        auto_convergence=st.extra.get("auto_convergence"))
 
 
 def packed_size(width: int, height: int, layout: Layout) -> tuple[int, int]:

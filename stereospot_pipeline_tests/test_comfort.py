@@ -115,6 +115,12 @@ def test_a_run_with_auto_settings_records_the_model_and_passes_the_comfort_check
     assert stereo["depth_model"] == "heuristic"
     assert "stereospot models pull depth-anything-v2-small" in stereo["depth_model_hint"]
     assert stereo["divergence"] == stereo["convergence"] == "auto"
+    # ...and the strength actually chosen, as numbers, on the stereo and the final video alike.
+    final = metadata(result, "final_video")
+    for name, limit in (("divergence", 10.0), ("convergence", 1.0)):
+        lo, hi = stereo[f"{name}_used_min"], stereo[f"{name}_used_max"]
+        assert 0.0 <= lo <= hi <= limit and (final[f"{name}_used_min"], final[f"{name}_used_max"]) == (lo, hi)
+    assert stereo["divergence_used_max"] > 0.0
     comfort = [c for c in result.get_asset_check_evaluations() if "comfort" in c.check_name]
     assert comfort and all(c.passed for c in comfort)
 

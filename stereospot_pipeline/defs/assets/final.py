@@ -143,6 +143,7 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         # A number, or "auto" (chosen per scene: stereo_segments' per_segment table has the range).
         "divergence": str(params["divergence"]),
         "convergence": str(params["convergence"]),
+        **manifest.get("strength_used", {}),
     })
 
 

@@ -240,6 +240,7 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
                      "bit_depth": first.get("bit_depth", 8), "encoder_fallback": first.get("encoder_fallback"),
                      "player_limits": plan.get("decision")},
         "params": params.model_dump(mode="json"),
+        "strength_used": strength_used(params, results),
         "suffix": LAYOUT_SUFFIX[params.layout],
         "segments": [{k: r[k] for k in ("index", "key", "frames", "width", "height", "packets", "packet_digest")}
                      for r in results],
@@ -258,6 +259,7 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "layout": params.layout.value,
         "divergence": str(params.divergence),
         "convergence": str(params.convergence),
+        **strength_used(params, results),
         "method": params.method.value,
         "codec": manifest["encoding"]["codec"],
         "encoder": encoders[0],
@@ -279,6 +281,23 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
             schema=STEREO_SEGMENT_SCHEMA,
         ),
     })
+
+
+def strength_used(params: StereoParams, results: list[dict]) -> dict[str, float]:
+    """The divergence and convergence the frames were rendered with, as numbers: the setting's
+    own value, or the range the comfort controller chose over the video where it is "auto"."""
+    used = {}
+    for name in ("divergence", "convergence"):
+        value = getattr(params, name)
+        if value == AUTO:
+            ranges = [r[f"auto_{name}"] for r in results if r.get(f"auto_{name}")]
+            if not ranges:  # segments converted before the range was recorded
+                continue
+            lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        else:
+            lo = hi = float(value)
+        used |= {f"{name}_used_min": round(lo, 4), f"{name}_used_max": round(hi, 4)}
+    return used
 
 
 @graph_asset(
