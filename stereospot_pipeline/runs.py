@@ -24,10 +24,14 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.events import JobFailureData, RunFailureReason
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 
 HOST_TAG = "stereospot/worker-host"
 PID_TAG = "stereospot/worker-pid"
 STARTED_TAG = "stereospot/worker-started"
+# The run the worker tags were recorded for: Dagster copies a run's tags into its retry, and the
+# parent's (dead) worker is not the retry's.
+RUN_TAG = "stereospot/worker-run"
 # A dead CLI run is not re-executed by the daemon's run retries: the user converts again (and the
 # new run reuses the finished segments), so a retry would only race that conversion.
 NO_DAEMON_RETRY = {"dagster/max_retries": "0"}
@@ -71,10 +75,11 @@ def record_worker(instance: DagsterInstance | None, run) -> None:
     """Tag ``run`` with the current process as its worker, for runs launched by the daemon (the CLI
     tags its runs when it creates them). Called when the run's resources are set up, which for
     local runs happens once, in the run's own process."""
-    if instance is None or run is None or Worker.of(run.tags) is not None:
+    if instance is None or run is None or Worker.of(run.tags, run.run_id) is not None:
         return
     tags = worker_tags()
-    instance.add_run_tags(run.run_id, {k: tags[k] for k in (HOST_TAG, PID_TAG, STARTED_TAG)})
+    instance.add_run_tags(run.run_id, {**{k: tags[k] for k in (HOST_TAG, PID_TAG, STARTED_TAG)},
+                                       RUN_TAG: run.run_id})
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,11 @@ class Worker:
     started: float
 
     @classmethod
-    def of(cls, tags: dict[str, str]) -> "Worker | None":
+    def of(cls, tags: dict[str, str], run_id: str | None = None) -> "Worker | None":
+        """The worker the tags name; with ``run_id``, only if they were set for that run (a
+        first run's own tags, or recorded for it), not inherited by a retry from its parent."""
+        if run_id is not None and PARENT_RUN_ID_TAG in tags and tags.get(RUN_TAG) != run_id:
+            return None
         try:
             return cls(tags[HOST_TAG], int(tags[PID_TAG]), float(tags[STARTED_TAG]))
         except (KeyError, ValueError):
@@ -127,7 +136,7 @@ def _recover(instance: DagsterInstance) -> list[str]:
     host = socket.gethostname()
     recovered = []
     for run in instance.get_runs(filters=RunsFilter(statuses=_ACTIVE, tags={HOST_TAG: host})):
-        worker = Worker.of(run.tags)
+        worker = Worker.of(run.tags, run.run_id)
         if worker is None or worker.is_alive():
             continue
         if run.status == DagsterRunStatus.CANCELING:

@@ -413,5 +413,31 @@ def test_the_daemon_sensor_recovers_a_daemon_run_whose_worker_was_killed(tmp_pat
         assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
 
 
+def test_a_retry_is_not_taken_for_its_dead_parent(tmp_path):
+    """Dagster copies a run's tags into its retry: the parent's dead worker is not the retry's, so
+    the sensor leaves a retry that has not named its own worker yet alone (it used to mark it
+    failed at once, and the interrupted video never finished), and the retry then names its own."""
+    from dagster import build_sensor_context, instance_for_test
+    from dagster._core.storage.tags import PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG
+
+    from stereospot_pipeline.defs.recovery import dead_run_sensor
+    from stereospot_pipeline.runs import Worker, record_worker
+
+    with instance_for_test() as instance:
+        worker = subprocess.Popen([sys.executable, "-c", "pass"])
+        worker.wait()
+        dead = {HOST_TAG: socket.gethostname(), PID_TAG: str(worker.pid), STARTED_TAG: "1.00"}
+        parent = create_run_for_test(instance, job_name="convert_video", status=DagsterRunStatus.FAILURE, tags=dead)
+        retry = create_run_for_test(instance, job_name="convert_video", status=DagsterRunStatus.STARTING, tags={
+            **dead, PARENT_RUN_ID_TAG: parent.run_id, ROOT_RUN_ID_TAG: parent.run_id})
+        dead_run_sensor(build_sensor_context(instance=instance))
+        assert instance.get_run_by_id(retry.run_id).status == DagsterRunStatus.STARTING
+        record_worker(instance, instance.get_run_by_id(retry.run_id))
+        tags = instance.get_run_by_id(retry.run_id).tags
+        assert Worker.of(tags, retry.run_id).pid == os.getpid()
+        dead_run_sensor(build_sensor_context(instance=instance))
+        assert instance.get_run_by_id(retry.run_id).status == DagsterRunStatus.STARTING
+
+
 def worker_tags_of(pid: int) -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), STARTED_TAG: f"{process_start_time(pid):.2f}"}
