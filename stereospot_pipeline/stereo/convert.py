@@ -52,7 +52,7 @@ def analysis_frames(frames: torch.Tensor, short_side: int, fmt: PixelFormat = Pi
     h, w = planes.frame_size(frames, fmt)
     scale = min(1.0, short_side / min(h, w))
     size = (round(h * scale), round(w * scale))
-    yuv_matrix = planes.matrix_for(h, matrix if matrix in (None, "unknown") or not hdr_transfer else "bt2020nc")
+    yuv_matrix = planes.matrix_for(h, "bt2020nc" if hdr_transfer else matrix)  # HDR is BT.2020 by definition
     if hdr_transfer:
         return sdr_view(planes.to_rgb(planes.split(frames, fmt), fmt, size, matrix=yuv_matrix), hdr_transfer)
     return planes.to_rgb(planes.split(frames, fmt), fmt, size, matrix=yuv_matrix)

@@ -233,6 +233,7 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
                       allow_retries=False)
     first = results[0]
     plan = first.get("output_plan") or {}
+    used = strength_used(params, results)
     manifest = {
         "fingerprint": results[0]["fingerprint"],
         "eye_size": plan.get("eye"),
@@ -240,7 +241,7 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
                      "bit_depth": first.get("bit_depth", 8), "encoder_fallback": first.get("encoder_fallback"),
                      "player_limits": plan.get("decision")},
         "params": params.model_dump(mode="json"),
-        "strength_used": strength_used(params, results),
+        "strength_used": used,
         "suffix": LAYOUT_SUFFIX[params.layout],
         "segments": [{k: r[k] for k in ("index", "key", "frames", "width", "height", "packets", "packet_digest")}
                      for r in results],
@@ -259,7 +260,7 @@ def collect_stereo_segments(context: OpExecutionContext, store: ObjectStore, res
         "layout": params.layout.value,
         "divergence": str(params.divergence),
         "convergence": str(params.convergence),
-        **strength_used(params, results),
+        **used,
         "method": params.method.value,
         "codec": manifest["encoding"]["codec"],
         "encoder": encoders[0],
