@@ -86,7 +86,9 @@ def test_a_new_video_from_the_launchpad_is_added_and_converted(tmp_path, monkeyp
                            "the added video to be converted", every=2)
             frames, has_audio = decode_all(result)
             assert len(frames) == 10 and (frames[0].width, frames[0].height) == (128, 72) and has_audio
-            conversions = _runs(port, key)
+            # The output is written before the run's last step is recorded as done.
+            conversions = _wait(lambda: (runs := _runs(port, key)) and all(
+                DagsterRunStatus(r["status"]) in DONE for r in runs) and runs, 120, "the conversion run to end")
             assert [r["status"] for r in conversions] == ["SUCCESS"]
             assert yaml.safe_load(conversions[0]["runConfigYaml"])["ops"]["stereo_segments"]["ops"][
                 "plan_stereo_segments"]["config"] == {"layout": "HALF_SBS", "divergence": 2.5}
