@@ -24,6 +24,7 @@ from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.codec import VideoWriter, bitstream_colour, iter_frames
 from stereospot_pipeline.media.encoders import Encoder, EncoderKind, VideoCodec, choose_encoder
 from stereospot_pipeline.media.limits import OutputPlan, plan_output
+from stereospot_pipeline.media.packing import Packing
 from stereospot_pipeline.media.probe import Colour
 from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
@@ -38,10 +39,11 @@ _DONE = object()
 # the segment's own: its depth stabiliser and range smoothing then carry on from where the
 # previous segment's left off (their memory fades to under 3% within 16 frames).
 LEAD_IN_FRAMES = 16
-# H.264's frame-packing SEI (3 = side by side, 4 = top-bottom) lets 3D TVs and players switch to
-# the packing on their own; HEVC/AV1 players go by the file-name suffix (LAYOUT_SUFFIX).
-# Cross-eyed (right|left) must not claim 3: players would show each eye to the wrong side.
-_FRAME_PACKING = {Layout.HALF_SBS: 3, Layout.FULL_SBS: 3, Layout.HALF_TB: 4, Layout.FULL_TB: 4}
+# The packing players are told of (media/packing.py): 3D TVs and players then switch on their own.
+# Cross-eyed (right|left) must not claim side by side: players would show each eye to the wrong side.
+FRAME_PACKING = {Layout.HALF_SBS: Packing.SIDE_BY_SIDE, Layout.FULL_SBS: Packing.SIDE_BY_SIDE,
+                 Layout.VR180: Packing.SIDE_BY_SIDE, Layout.HALF_TB: Packing.TOP_BOTTOM,
+                 Layout.FULL_TB: Packing.TOP_BOTTOM}
 
 
 def output_encoder(params: StereoParams, colour: Colour | None = None) -> Encoder:
@@ -59,7 +61,7 @@ def output_encoder(params: StereoParams, colour: Colour | None = None) -> Encode
                          "the eyes' colours, which is defined for SDR only: use a side-by-side or top-bottom "
                          "layout, or STEREOSPOT_HDR=tonemap")
     return choose_encoder(codec, EncoderKind(params.encoder), crf=params.crf, preset=params.preset,
-                          bit_depth=10 if hdr else params.bit_depth, frame_packing=_FRAME_PACKING.get(params.layout),
+                          bit_depth=10 if hdr else params.bit_depth, frame_packing=FRAME_PACKING.get(params.layout),
                           colour=bitstream_colour(colour),
                           mastering_display=colour.mastering_display if hdr else None,
                           content_light=colour.content_light if hdr else None)

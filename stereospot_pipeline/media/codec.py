@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from stereospot_pipeline.media.encoders import Encoder, EncoderKind, VideoCodec, choose_encoder
+from stereospot_pipeline.media.packing import frame_packing_sei, with_sei
 from stereospot_pipeline.media.probe import Colour, colour_code, is_rgb, main_video
 from stereospot_pipeline.media.timing import decoded, presented
 
@@ -125,6 +126,7 @@ class VideoWriter:
         self.stream.codec_context.thread_type = "FRAME"
         self.stream.codec_context.thread_count = 0
         self.frames = 0
+        self._sei = encoder.packing_sei and frame_packing_sei(encoder.codec.value, encoder.packing_sei)
         # Held back one frame: its duration (which sets the file's duration and frame rate) is
         # only known when the next timestamp arrives; the last frame repeats the last interval.
         self._pending: av.VideoFrame | None = None
@@ -148,12 +150,18 @@ class VideoWriter:
 
     def _encode_pending(self) -> None:
         self._pending.duration = self._last_duration
-        self.container.mux(self.stream.encode(self._pending))
+        self._mux(self.stream.encode(self._pending))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        if self._sei is not None:
+            packets = [_with_data(p, with_sei(bytes(p), self._sei, self.encoder.codec.value)) if p.is_keyframe else p
+                       for p in packets]
+        self.container.mux(packets)
 
     def close(self) -> None:
         if self._pending is not None:
             self._encode_pending()
-        self.container.mux(self.stream.encode(None))
+        self._mux(self.stream.encode(None))
         self.container.close()
 
     def __enter__(self) -> VideoWriter:
@@ -164,6 +172,13 @@ class VideoWriter:
             self.close()
         else:
             self.container.close()
+
+
+def _with_data(pkt: av.Packet, data: bytes) -> av.Packet:
+    new = av.Packet(data)
+    new.stream, new.time_base = pkt.stream, pkt.time_base
+    new.pts, new.dts, new.duration, new.is_keyframe = pkt.pts, pkt.dts, pkt.duration, True
+    return new
 
 
 _TAGS = (("primaries", "color_primaries", "colorprim"), ("transfer", "color_trc", "transfer"),

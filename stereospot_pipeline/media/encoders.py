@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from stereospot_pipeline.media.hdr import svtav1_mastering
+from stereospot_pipeline.media.packing import Packing
 
 
 class VideoCodec(str, Enum):
@@ -39,9 +40,9 @@ _SVT_PRESET = {"ultrafast": 12, "superfast": 11, "veryfast": 10, "faster": 9, "f
                "slow": 4, "slower": 3, "veryslow": 2, "placebo": 1}
 _NVENC_PRESET = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
                  "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7"}
-# H.264 frame-packing SEI (3 side by side, 4 top-bottom): 3D TVs and players switch on their own.
-# libx265, SVT-AV1 and NVENC write no such message; their players go by the file-name suffix.
-_X264_PACKING = {3: "frame-packing=3", 4: "frame-packing=4"}
+# x264 writes the frame-packing SEI itself; x265 and NVENC cannot, so the writer adds it
+# (media/packing.py); AV1 has no such message.
+_X264_PACKING = {p: f"frame-packing={p.value}" for p in Packing}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Encoder:
     bit_depth: int
     options: dict[str, str] = field(default_factory=dict)
     fallback: str | None = None  # why the asked-for encoder is not the one used
+    packing_sei: Packing | None = None  # the frame-packing SEI the writer adds to keyframes
 
     @property
     def hardware(self) -> bool:
@@ -59,7 +61,7 @@ class Encoder:
 
 
 def choose_encoder(codec: VideoCodec = VideoCodec.H264, kind: EncoderKind = EncoderKind.AUTO, *, crf: int = 20,
-                   preset: str = "veryfast", bit_depth: int = 8, frame_packing: int | None = None,
+                   preset: str = "veryfast", bit_depth: int = 8, frame_packing: Packing | None = None,
                    colour: dict[str, str] | None = None, mastering_display: str | None = None,
                    content_light: str | None = None) -> Encoder:
     """The encoder for these settings. ``colour`` (x264/x265 names: colorprim, transfer,
@@ -81,7 +83,8 @@ def choose_encoder(codec: VideoCodec = VideoCodec.H264, kind: EncoderKind = Enco
             options = {"preset": _NVENC_PRESET[preset], "tune": "hq", "rc": "vbr", "cq": str(crf), "b": "0"}
             if codec is VideoCodec.HEVC and bit_depth == 10:
                 options["profile"] = "main10"
-            return Encoder(name, codec, fmt, bit_depth, options)
+            sei = frame_packing if codec is not VideoCodec.AV1 else None
+            return Encoder(name, codec, fmt, bit_depth, options, packing_sei=sei)
         fallback = f"{name} cannot open here (no NVIDIA GPU/driver, or the container lacks the 'video' capability)"
     name = _SOFTWARE[codec]
     fmt = "yuv420p10le" if bit_depth == 10 else "yuv420p"
@@ -109,7 +112,8 @@ def choose_encoder(codec: VideoCodec = VideoCodec.H264, kind: EncoderKind = Enco
             params.append(f"content-light={content_light}")
         if params:
             options["svtav1-params"] = ":".join(params)
-    return Encoder(name, codec, fmt, bit_depth, options, fallback)
+    return Encoder(name, codec, fmt, bit_depth, options, fallback,
+                   packing_sei=frame_packing if codec is VideoCodec.HEVC else None)
 
 
 @cache

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import av
 
+from stereospot_pipeline.media.packing import Packing, add_st3d
 from stereospot_pipeline.media.probe import VideoInfo
 
 # Audio codecs MP4 carries as-is; anything else is re-encoded to AAC.
@@ -14,7 +15,8 @@ _MP4_AUDIO = {"aac", "mp3", "mp3float", "ac3", "eac3", "alac", "flac", "opus"}
 
 
 def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Path,
-                   audio_bitrate: int = 192_000, window: tuple[Fraction, Fraction | None] | None = None) -> None:
+                   audio_bitrate: int = 192_000, window: tuple[Fraction, Fraction | None] | None = None,
+                   packing: Packing | None = None, half_sphere: bool = False) -> None:
     """Write ``out`` (MP4) from the segments' video packets plus every audio track of ``source``.
 
     Segments carry the source timeline counted from its first frame (``SegmentPlan.origin``), so
@@ -24,6 +26,9 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
     A trimmed conversion (``window``: source times of its first frame and of its end, None for
     the end of the video) counts from its first frame, and takes the audio packets (or, when
     re-encoded, the decoded audio frames) that start inside the window.
+
+    ``packing`` (and, for VR180, the ``half_sphere`` projection) is told to players in the
+    container (media/packing.py); the segments' bitstream says it already where the codec can.
     """
     zero = Fraction(info.start_time_s).limit_denominator(1_000_000)
     origin = Fraction(info.first_frame_time or 0)
@@ -68,6 +73,8 @@ def concat_and_mux(segments: list[Path], source: Path, info: VideoInfo, out: Pat
                         dst.mux(pkt)
             if plans:
                 _copy_audio(src, plans, zero, dst, window)
+    if packing:
+        add_st3d(out, packing, half_sphere)
 
 
 def _encodable_layout(layout: av.AudioLayout) -> av.AudioLayout:

@@ -26,7 +26,8 @@ from stereospot_pipeline.media.preview import (
     thumbnail,
 )
 from stereospot_pipeline.media.probe import VideoInfo, probe_video
-from stereospot_pipeline.stereo.params import StereoParams
+from stereospot_pipeline.render import FRAME_PACKING
+from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
 
@@ -98,7 +99,9 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         parts = [stack.enter_context(store.local_copy(s["key"])) for s in manifest["segments"]]
         src = stack.enter_context(store.local_copy(raw["storage_key"]))
         out = Path(tmp) / name
-        concat_and_mux(parts, src, source, out, window=trim_window(manifest.get("selection")))
+        concat_and_mux(parts, src, source, out, window=trim_window(manifest.get("selection")),
+                       packing=FRAME_PACKING.get(layout := Layout(manifest["params"]["layout"])),
+                       half_sphere=layout is Layout.VR180)
         result = probe_video(out)
         store.put_file(out, stored)
         params = manifest["params"]

@@ -52,7 +52,7 @@ from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.stereo.params import AUTO, LAYOUT_SUFFIX, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
-ENGINE_VERSION = "7"  # bump whenever the engine renders different pixels: cached segments are keyed on it
+ENGINE_VERSION = "8"  # bump whenever the engine writes different segments (pixels, bitstream): cached segments are keyed on it
 
 # Production routes this op to GPU capacity through the ECS executor; locally the tags are inert.
 GPU_OP_TAGS = gpu_op_tags(Settings())
