@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +11,8 @@ from pathlib import Path
 
 from stereospot_pipeline.media.probe import probe_video
 from stereospot_pipeline_tests.clips import EXAMPLE, REPO, decode_all
+from stereospot_pipeline_tests.support.http import Answer, loopback_http
+from stereospot_pipeline_tests.support.tiny_models import saved_depth_anything
 
 STEREOSPOT = str(Path(sys.executable).with_name("stereospot"))
 
@@ -79,3 +83,43 @@ def test_models_list_shows_licences_and_pull_without_network_says_what_to_do(tmp
                                             "HF_HUB_DOWNLOAD_TIMEOUT": "2"})
     assert proc.returncode == 1
     assert "depth-anything/Depth-Anything-V2-Small-hf" in proc.stderr and str(models) in proc.stderr
+
+
+def _hub(model: Path, repo: str, sha: str) -> dict[str, Answer]:
+    """What the Hugging Face Hub answers for a download of ``model``'s files as repo ``repo``."""
+    files = sorted(model.iterdir())
+    routes = {
+        f"/api/models/{repo}/revision/main": Answer(json.dumps(
+            {"id": repo, "sha": sha, "siblings": [{"rfilename": f.name} for f in files]}).encode(), "application/json"),
+        f"/api/models/{repo}/tree/{sha}?recursive=true&expand=false": Answer(json.dumps(
+            [{"type": "file", "path": f.name, "size": f.stat().st_size, "oid": hashlib.sha1(f.read_bytes()).hexdigest()}
+             for f in files]).encode(), "application/json"),
+    }
+    for f in files:
+        data = f.read_bytes()
+        routes[f"/{repo}/resolve/{sha}/{f.name}"] = Answer(data, "application/octet-stream", headers={
+            "X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'})
+    return routes
+
+
+def test_models_pull_shows_progress_and_installs_a_model_auto_then_uses(tmp_path):
+    """`models pull` from a Hub on loopback (the weights: a tiny Depth Anything): byte progress
+    bars while it downloads, then the model is installed, loads, and is what auto picks."""
+    repo, sha = "depth-anything/Depth-Anything-V2-Small-hf", "0123456789abcdef" * 2 + "01234567"
+    model = saved_depth_anything(tmp_path / "published")
+    size = sum(f.stat().st_size for f in model.iterdir())
+    models = tmp_path / "models"
+    env = {**os.environ, "STEREOSPOT_MODELS_DIR": str(models), "HF_HOME": str(tmp_path / "hf")}
+    with loopback_http(_hub(model, repo, sha)) as hub:
+        proc = subprocess.run([STEREOSPOT, "models", "pull", "depth-anything-v2-small"], capture_output=True,
+                              text=True, timeout=180, env={**env, "HF_ENDPOINT": hub.url})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"installed depth-anything-v2-small in {models / 'depth-anything-v2-small'}" in proc.stdout
+    # A bar over the files and bars over the bytes, to the model's size (tqdm's kB are 1000 bytes).
+    assert "Fetching 2 files: 100%" in proc.stderr and "2/2" in proc.stderr, proc.stderr
+    assert f"{size / 1000:.0f}kB" in proc.stderr, proc.stderr
+    for f in model.iterdir():
+        assert (models / "depth-anything-v2-small" / f.name).read_bytes() == f.read_bytes()
+    listed = subprocess.run([STEREOSPOT, "models", "list"], capture_output=True, text=True, timeout=120, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "--depth-model auto uses: depth model: depth-anything-v2-small (auto)" in listed.stdout, listed.stdout

@@ -22,23 +22,7 @@ from stereospot_pipeline.stereo.models import (
     to_nearness,
 )
 from stereospot_pipeline.stereo.params import Layout, StereoParams
-
-
-def _dinov2(**extra):
-    from transformers import Dinov2Config
-
-    return Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        reshape_hidden_states=False, **extra)
-
-
-def _depth_anything(kind: str):
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
-
-    config = DepthAnythingConfig(backbone_config=_dinov2(image_size=56, patch_size=14, out_features=["stage1", "stage2"]),
-                                 neck_hidden_sizes=[16, 32], reassemble_factors=[4, 2], fusion_hidden_size=16,
-                                 head_hidden_size=8, reassemble_hidden_size=32, depth_estimation_type=kind,
-                                 max_depth=20)
-    return DepthAnythingForDepthEstimation(config)
+from stereospot_pipeline_tests.support.tiny_models import depth_anything, dinov2
 
 
 def _dpt():
@@ -67,7 +51,7 @@ def _depth_pro():
     from transformers import DepthProConfig, DepthProForDepthEstimation
 
     def dino():
-        return _dinov2(image_size=32, patch_size=8)
+        return dinov2(image_size=32, patch_size=8)
 
     return DepthProForDepthEstimation(DepthProConfig(
         patch_size=32, fusion_hidden_size=16, intermediate_hook_ids=[1, 0], intermediate_feature_dims=[16, 16],
@@ -77,8 +61,8 @@ def _depth_pro():
 
 # architecture -> (builder, the kind its config must map to)
 ARCHITECTURES = {
-    "depth-anything-relative": (lambda: _depth_anything("relative"), OutputKind.RELATIVE_INVERSE),
-    "depth-anything-metric": (lambda: _depth_anything("metric"), OutputKind.METRIC_DEPTH),
+    "depth-anything-relative": (lambda: depth_anything("relative"), OutputKind.RELATIVE_INVERSE),
+    "depth-anything-metric": (lambda: depth_anything("metric"), OutputKind.METRIC_DEPTH),
     "dpt": (_dpt, OutputKind.RELATIVE_INVERSE),
     "zoedepth": (_zoedepth, OutputKind.METRIC_DEPTH),
     "depth-pro": (_depth_pro, OutputKind.CANONICAL_INVERSE),

@@ -16,6 +16,7 @@ from stereospot_pipeline.stereo.model_store import ModelStoreError, fetch_from_s
 from stereospot_pipeline.stereo.models import choose_model, load_learned_depth, resolve_model_dir
 from stereospot_pipeline.storage.s3 import s3_client
 from stereospot_pipeline_tests.support.s3 import make_buckets
+from stereospot_pipeline_tests.support.tiny_models import saved_depth_anything
 
 BUCKET = "model-store"
 URL = f"s3://{BUCKET}/weights"
@@ -23,12 +24,7 @@ URL = f"s3://{BUCKET}/weights"
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from stereospot_pipeline_tests.test_depth_models import _depth_anything
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("published") / "tiny"
-    _depth_anything("relative").eval().save_pretrained(path)
-    return path
+    return saved_depth_anything(tmp_path_factory.mktemp("published") / "tiny")
 
 
 @pytest.fixture

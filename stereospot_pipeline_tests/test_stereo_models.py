@@ -17,23 +17,13 @@ from stereospot_pipeline.stereo.models import (
     resolve_model_dir,
 )
 from stereospot_pipeline.stereo.params import Layout, StereoParams
+from stereospot_pipeline_tests.support.tiny_models import saved_depth_anything
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     """A folder written by save_pretrained, with a ~50k-parameter Depth Anything."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            image_size=56, patch_size=14, out_features=["stage1", "stage2"],
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[16, 32], reassemble_factors=[4, 2],
-                                 fusion_hidden_size=16, head_hidden_size=8, reassemble_hidden_size=32,
-                                 depth_estimation_type="relative")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "tiny-da"
-    DepthAnythingForDepthEstimation(config).eval().save_pretrained(path)
-    return path
+    return saved_depth_anything(tmp_path_factory.mktemp("models") / "tiny-da")
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
-"""A real HTTP server on 127.0.0.1 for tests: serves fixed answers by path and records POSTs
-(the alert webhook)."""
+"""A real HTTP server on 127.0.0.1 for tests: serves fixed answers by path (GET, and HEAD without
+the body) and records POSTs (the alert webhook)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ def loopback_http(routes: dict[str, Answer] | None = None) -> Iterator[Loopback]
         def log_message(self, *args) -> None:  # keep test output clean
             pass
 
-        def do_GET(self) -> None:
+        def do_HEAD(self) -> None:
+            self.do_GET(body=False)
+
+        def do_GET(self, body: bool = True) -> None:
             state.requests.append(self.path)
             answer = state.routes.get(self.path)
             if answer is None:
@@ -51,7 +54,8 @@ def loopback_http(routes: dict[str, Answer] | None = None) -> Iterator[Loopback]
             else:
                 self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(answer.body)
+            if body:
+                self.wfile.write(answer.body)
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
