@@ -30,22 +30,28 @@ FOLDER_FILE = "stereospot.toml"
 
 def read_settings_file(path: Path) -> dict:
     """The file's settings, validated, as sections of plain values (only the fields given)."""
-    from stereospot_pipeline.defs.video_settings import validate_settings
-
     try:
         text = path.read_text()
     except OSError as exc:
         raise StereospotError(f"{path}: cannot read the settings file ({exc.strerror or exc})") from exc
+    return parse_settings(text, str(path))
+
+
+def parse_settings(text: str, source: str) -> dict:
+    """``read_settings_file`` of a file's text; ``source`` (a path or URL) names the file, and its
+    suffix the format."""
+    from stereospot_pipeline.defs.video_settings import validate_settings
+
     try:
-        if path.suffix.lower() == ".toml":
+        if source.lower().endswith(".toml"):
             raw = tomllib.loads(text)
         else:
             import yaml
 
             raw = yaml.safe_load(text)  # YAML is a superset of JSON: both work
     except (tomllib.TOMLDecodeError, ValueError) as exc:
-        raise StereospotError(f"{path}: not a valid settings file ({exc})") from exc
-    return validate_settings(normalized(raw, str(path)), str(path))
+        raise StereospotError(f"{source}: not a valid settings file ({exc})") from exc
+    return validate_settings(normalized(raw, source), source)
 
 
 def normalized(raw: object, source: str) -> object:

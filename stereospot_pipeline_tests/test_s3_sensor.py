@@ -12,7 +12,7 @@ from stereospot_pipeline.definitions import build_definitions
 from stereospot_pipeline.defs.inbox import inbox_sensor
 from stereospot_pipeline.defs.partitions import videos
 from stereospot_pipeline.defs.s3_sensor import S3Inbox, s3_inbox_sensor, s3_video_id
-from stereospot_pipeline.ingest import partition_key, registry_key
+from stereospot_pipeline.ingest import load_settings, partition_key, registry_key
 from stereospot_pipeline.settings import Settings
 from stereospot_pipeline.storage import check_key
 from stereospot_pipeline.storage.s3 import S3ObjectStore, s3_client
@@ -105,6 +105,37 @@ def test_non_videos_and_empty_objects_are_skipped_with_a_reason(inbox, capsys):
     assert "skipped (not a video file, or empty)" in logged and "incoming/notes.txt" in logged
     # Skipped objects are remembered: the next tick neither logs nor looks at them again.
     assert inbox.tick().run_requests == [] and "notes.txt" not in capsys.readouterr().err
+
+
+def test_prefixes_convert_with_their_nearest_settings_file(inbox):
+    """As in a local inbox: the nearest stereospot.toml from the video's prefix up to the inbox
+    prefix sets its conversion; a broken one holds its videos (and only them) until it is fixed."""
+    inbox.upload("incoming/anaglyph/stereospot.toml", b"[stereo]\nlayout = 'anaglyph'\ndivergence = 'auto'\n")
+    inbox.upload("incoming/stereospot.toml", b"[segments]\nsegment_seconds = 4\n")
+    inbox.upload("incoming/broken/stereospot.toml", b"[stereo]\nlayout = 'sideways'\n")
+    inbox.upload("incoming/anaglyph/2024/deep.mp4", b"one video")
+    inbox.upload("incoming/plain.mp4", b"another video")
+    inbox.upload("incoming/broken/held.mp4", b"a third video")
+    first = inbox.tick()
+    by_source = {r.tags["stereospot/source"]: r for r in first.run_requests}
+    assert sorted(by_source) == ["deep.mp4", "plain.mp4"]
+    deep, plain = by_source["deep.mp4"], by_source["plain.mp4"]
+    assert deep.run_config == {"ops": {"stereo_segments": {"ops": {"plan_stereo_segments": {
+        "config": {"layout": "ANAGLYPH", "auto_divergence": True}}}}}}
+    assert deep.tags["stereospot/settings-file"] == "s3://in-bucket/incoming/anaglyph/stereospot.toml"
+    assert load_settings(inbox.resources["store"], deep.partition_key) == {
+        "stereo": {"layout": "anaglyph", "auto_divergence": True}}
+    assert plain.run_config == {"ops": {"segments": {"config": {"segment_seconds": 4.0}}}}
+    assert plain.tags["stereospot/settings-file"] == "s3://in-bucket/incoming/stereospot.toml"
+    # Settings files are neither videos nor skipped noise.
+    assert not any("stereospot.toml" in k for k in _added(first))
+
+    assert inbox.tick().run_requests == []  # still broken: still held
+    inbox.upload("incoming/broken/stereospot.toml", b"[stereo]\nlayout = 'half-tb'\n")
+    fixed = inbox.tick()
+    assert [r.tags["stereospot/source"] for r in fixed.run_requests] == ["held.mp4"]
+    assert fixed.run_requests[0].run_config["ops"]["stereo_segments"]["ops"]["plan_stereo_segments"] == {
+        "config": {"layout": "HALF_TB"}}
 
 
 def test_hostile_keys_become_safe_partition_and_registry_keys(inbox):
