@@ -113,10 +113,10 @@ def fill_holes(planes: list[torch.Tensor], holes: torch.Tensor, key: torch.Tenso
         if size not in masks:
             # Every plane pixel a hole of the grid touches: grid edges are only known to a cell.
             masks[size] = _enlarge(holes.to(torch.uint8) * 255, size) > 2
+        values = _enlarge(part, size)
         if not region.dtype.is_floating_point:
-            # Rounded on the grid, where it is cheap; the enlargement of integers rounds itself.
-            part = part.round().clamp_(0, torch.iinfo(region.dtype).max).to(region.dtype)
-        _paste(region, _enlarge(part, size).to(region.dtype), masks[size])
+            values = values.round_().clamp_(0, torch.iinfo(region.dtype).max)
+        _paste(region, values.to(region.dtype), masks[size])
 
 
 def _cpu_ok(t: torch.Tensor) -> bool:
