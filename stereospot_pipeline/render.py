@@ -200,6 +200,8 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
                                              matrix=colour.yuv_matrix if colour else None)
     if converter.pixel_format is not PixelFormat.YUV420P:
         raise ValueError("render_segment needs a converter of yuv420p frames (the decoder's format)")
+    # HDR kept HDR keeps its 10 bits from decoder to encoder: PQ in 8 bits bands visibly.
+    bits = 10 if colour is not None and colour.hdr else 8
     stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=2)
     packed: queue.Queue = queue.Queue(maxsize=2)
@@ -214,7 +216,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
         batch, stamps, lead_in = [], [], []
         keep = plan.selector(offset) if plan else None
         for frame, pts, tb, kept in iter_frames(chunk, keep, lead_in=LEAD_IN_FRAMES if plan else 0,
-                                                 size=size, coded_depth=coded_depth):
+                                                 size=size, coded_depth=coded_depth, bits=bits):
             if not kept:
                 lead_in.append(frame)
                 continue

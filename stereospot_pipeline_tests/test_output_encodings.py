@@ -126,6 +126,30 @@ def test_hdr_kept_on_request(instance, resources, settings, tmp_path, monkeypatc
     assert stereo["codec"] == "hevc" and stereo["bit_depth"] == 10 and "HDR" in stereo["player_limits"]
 
 
+def test_hdr_kept_keeps_ten_bits_from_decoder_to_encoder(instance, resources, settings, tmp_path, monkeypatch):
+    """A 10-bit PQ ramp (one code value per column, 256 of them) through the pipeline, eyes not
+    moved: the output keeps nearly every level. Through 8 bits it would keep a quarter (a
+    staircase of steps of 4), banding that PQ makes visible."""
+    monkeypatch.setenv("STEREOSPOT_HDR", "keep")
+    src = tmp_path / "ramp.mp4"
+    ffmpeg("-f", "lavfi", "-i", "nullsrc=s=256x64:r=10:d=1", "-vf", "format=yuv420p10le,geq=lum='300+X':cb=512:cr=512",
+           "-c:v", "libx265", "-x265-params", "log-level=error:lossless=1:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc",
+           "-pix_fmt", "yuv420p10le",
+           "-color_primaries", "bt2020", "-color_trc", "smpte2084", "-colorspace", "bt2020nc", "-tag:v", "hvc1", str(src))
+    with av.open(str(src)) as container:
+        source_row = next(container.decode(video=0)).to_ndarray()[32, :256].astype(int)
+    assert len(set(source_row)) == 256  # the source: every level of 300..555
+    params = StereoParams(depth_model="heuristic", divergence=0.0, convergence=0.0, crf=4, preset="fast")
+    _, result = convert(instance, resources, src, params=params)
+    assert result.success
+    with av.open(str(_output(settings, src.stem))) as container:
+        frame = next(container.decode(video=0))
+        assert frame.format.name == "yuv420p10le"
+        left_row = frame.to_ndarray()[32, 16:240].astype(int)  # the left eye, away from its borders
+    assert len(set(left_row)) > 180, sorted(set(left_row))
+    assert abs(left_row - source_row[16:240]).max() <= 3
+
+
 def test_hdr_kept_refuses_h264(instance, resources, settings, tmp_path, monkeypatch):
     monkeypatch.setenv("STEREOSPOT_HDR", "keep")
     src = _hdr_clip(tmp_path / "hdr_h264.mp4", "smpte2084")

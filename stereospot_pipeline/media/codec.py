@@ -17,22 +17,22 @@ from stereospot_pipeline.media.timing import decoded, presented
 
 
 def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None, lead_in: int = 0,
-                size: tuple[int, int] | None = None,
-                coded_depth: int = 0) -> Iterator[tuple[np.ndarray, int, Fraction, bool]]:
+                size: tuple[int, int] | None = None, coded_depth: int = 0,
+                bits: int = 8) -> Iterator[tuple[np.ndarray, int, Fraction, bool]]:
     """Yield (yuv420p uint8 [H*3/2,W], pts, time_base, kept) for each frame of the first video
     track whose presentation time (seconds, see ``timing.presented``) passes ``keep``
     (kept=True), preceded by up to ``lead_in`` of the frames just before the first of them
     (kept=False: context, e.g. for temporal filters). Other frames are decoded (as references)
     but not converted. Frames come at ``size`` (width, height: the display size of anamorphic
     video) if given; odd sizes come padded to even (see ``yuv420p``). ``coded_depth``: the
-    source's ``VideoInfo.coded_depth``, for a piece whose container lost it."""
+    source's ``VideoInfo.coded_depth``, for a piece whose container lost it. ``bits=10``: the
+    frames as ``yuv420p10`` gives them (HDR kept HDR keeps its precision)."""
     before: deque[tuple[av.VideoFrame, int]] = deque(maxlen=lead_in or None)
     started = False
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
-        if size is None or size == (frame.width, frame.height):
-            return yuv420p(frame)
-        return yuv420p(frame, *size)
+        scaled = () if size is None or size == (frame.width, frame.height) else size
+        return yuv420p10(frame, *scaled) if bits == 10 else yuv420p(frame, *scaled)
 
     with av.open(str(path)) as container:
         stream = main_video(container)
@@ -89,9 +89,30 @@ def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None =
     return frame.to_ndarray(width=width, height=height, format="yuv420p")
 
 
-def _plane(plane: av.video.plane.VideoPlane, rows: int, columns: int) -> np.ndarray:
-    """A decoded plane as a [rows, columns] view (rows are ``line_size`` bytes apart)."""
-    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :columns]
+def yuv420p10(frame: av.VideoFrame, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """``yuv420p`` at 10 bits: int16 [H*3/2,W] of 10-bit limited-range values (luma 64..940; the
+    engine's ``planes.levels``), converted by libswscale from whatever the frame is."""
+    options = {"src_color_range": "JPEG", "dst_color_range": "MPEG"} if (
+        frame.color_range == 2 or frame.format.name.startswith("yuvj")) else {}
+    if frame.format.name != "yuv420p10le" or width is not None or options:
+        frame = frame.reformat(width=width, height=height, format="yuv420p10le", **options)
+    h, w = frame.height, frame.width
+    eh, ew = h + h % 2, w + w % 2
+    out = np.empty((eh * 3 // 2, ew), np.int16)
+    out[:h, :w] = _plane(frame.planes[0], h, w, np.int16)
+    out[:h, w:ew] = out[:h, w - 1:w]
+    out[h:eh] = out[h - 1]
+    chroma = out[eh:].reshape(2, eh // 2, ew // 2)
+    chroma[0] = _plane(frame.planes[1], eh // 2, ew // 2, np.int16)
+    chroma[1] = _plane(frame.planes[2], eh // 2, ew // 2, np.int16)
+    return out
+
+
+def _plane(plane: av.video.plane.VideoPlane, rows: int, columns: int, dtype=np.uint8) -> np.ndarray:
+    """A decoded plane as a [rows, columns] view of ``dtype`` samples (rows are ``line_size``
+    bytes apart; 10-bit samples, little-endian, read as int16: they never reach its sign bit)."""
+    itemsize = np.dtype(dtype).itemsize
+    return np.frombuffer(plane, np.dtype(dtype).newbyteorder("<")).reshape(-1, plane.line_size // itemsize)[:rows, :columns]
 
 
 class VideoWriter:
@@ -133,12 +154,16 @@ class VideoWriter:
         self._last_duration = 1
 
     def write(self, yuv: np.ndarray, pts: int) -> None:
-        """Queue ``yuv`` [H*3/2,W] at ``pts``. It is encoded in place, not copied (about 1 ms of CPU
+        """Queue ``yuv`` [H*3/2,W] (uint8, or int16 of 10-bit values) at ``pts``. It is encoded in place, not copied (about 1 ms of CPU
         a frame at 720p side by side), so it must not change until the next ``write`` or ``close``."""
         # A chroma row is half a luma row only in a contiguous array: a strided view is copied.
-        frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(yuv), format="yuv420p")
-        if self.encoder.pix_fmt != "yuv420p":
-            # Widened in limited range (16..235 -> 64..940); the tags say what the values mean.
+        if yuv.dtype == np.int16:  # kept at 10 bits (``yuv420p10``)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(yuv).view(np.uint16), format="yuv420p10le")
+        else:
+            frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(yuv), format="yuv420p")
+        if self.encoder.pix_fmt != frame.format.name:
+            # Widened (or narrowed) in limited range (16..235 <-> 64..940); the tags say what the
+            # values mean.
             frame = frame.reformat(format=self.encoder.pix_fmt, src_color_range="MPEG", dst_color_range="MPEG")
         frame.pts = pts
         frame.time_base = self.stream.codec_context.time_base

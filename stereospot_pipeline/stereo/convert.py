@@ -201,7 +201,7 @@ class StereoConverter:
         if AUTO in (p.divergence, p.convergence):
             strength = self._comfort_for((h, w))(depth, cuts or [False] * b)
             self._record_strength(*strength)
-        out = torch.empty((b, *self._packed_frame_shape(h, w)), dtype=torch.uint8, device=pixels.device)
+        out = torch.empty((b, *self._packed_frame_shape(h, w)), dtype=pixels.dtype, device=pixels.device)
         sources, targets = planes.split(pixels, fmt), planes.split(out, fmt)
         # Where every pixel reads from is solved for the whole batch at once, on the depth grid.
         batch_offsets = None if p.layout is Layout.DEPTH else eye_offsets(depth, p, (h, w), strength)
@@ -214,7 +214,7 @@ class StereoConverter:
                 for src, g, dst in zip(source, grey, target):
                     frame_slot, depth_slot = eye_slots(dst, Layout.FULL_SBS)
                     frame_slot.copy_(src)
-                    depth_slot.copy_(g)
+                    depth_slot.copy_(g.to(dst.dtype) * int(planes.levels(dst.dtype)))
                 continue
             offsets = [None if r is None else Reads(*(None if t is None else t[i:i + 1] for t in r))
                        for r in batch_offsets]
@@ -234,7 +234,8 @@ class StereoConverter:
                 packed = planes.from_rgb(compose(planes.to_rgb(left, fmt, matrix=matrix),
                                                  planes.to_rgb(right, fmt, matrix=matrix), p.layout), fmt, matrix)
             else:
-                packed = [compose(lv, rv, p.layout, black=k) for lv, rv, k in zip(left, right, planes.black(fmt))]
+                packed = [compose(lv, rv, p.layout, black=k)
+                          for lv, rv, k in zip(left, right, planes.black(fmt, pixels.dtype))]
             for dst, q in zip(target, packed):
                 dst.copy_(q)
         self._record(depth)

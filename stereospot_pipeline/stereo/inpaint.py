@@ -120,7 +120,7 @@ def fill_holes(planes: list[torch.Tensor], holes: torch.Tensor, key: torch.Tenso
 
 
 def _cpu_ok(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu" and t.dtype in (torch.uint8, torch.float32)
+    return t.device.type == "cpu" and t.dtype in (torch.uint8, torch.int16, torch.float32)
 
 
 def _shrink(plane: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Frames as planes, so decoded video stays in its native YUV from decoder to encoder.
 
-A batch of frames is one uint8 array in a ``PixelFormat``: RGB ``[B,H,W,3]``, or planar 4:2:0
+A batch of frames is one uint8 array in a ``PixelFormat`` (int16 of 10-bit values for 4:2:0 kept at
+10 bits, see ``levels``): RGB ``[B,H,W,3]``, or planar 4:2:0
 ``[B,H*3/2,W]`` (H rows of luma, then the U and the V plane, each H/2 x W/2: what H.264
 decoders produce and x264 encodes from). Warps and geometric layouts treat every plane alike, so
 YUV frames never pay for a colour conversion at full resolution (two conversions of the full
@@ -67,22 +68,29 @@ def split(frames: torch.Tensor, fmt: PixelFormat) -> list[torch.Tensor]:
     return [frames.permute(0, 3, 1, 2)]
 
 
-def black(fmt: PixelFormat) -> list[float]:
-    """Per plane, the value of black (what resampling pads with)."""
-    return [16.0, 128.0, 128.0] if fmt is PixelFormat.YUV420P else [0.0]
+def black(fmt: PixelFormat, dtype: torch.dtype = torch.uint8) -> list[float]:
+    """Per plane, the value of black (what resampling pads with) in frames of ``dtype``."""
+    scale = levels(dtype)
+    return [16.0 * scale, 128.0 * scale, 128.0 * scale] if fmt is PixelFormat.YUV420P else [0.0]
+
+
+def levels(dtype: torch.dtype) -> float:
+    """How many times 8-bit values a frame of ``dtype`` holds: 4:2:0 frames kept at 10 bits (HDR
+    kept HDR) are int16 arrays of 10-bit values (luma 64..940), four times the 8-bit levels."""
+    return 4.0 if dtype == torch.int16 else 1.0
 
 
 def _shrink(plane: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 or float [B,C,h,w] -> float [B,C,*size], area-averaged when shrinking.
+    """uint8, int16 or float [B,C,h,w] -> float [B,C,*size], area-averaged when shrinking.
 
-    On the CPU, OpenCV's area resize of the uint8 planes, in two steps when the plane divides
+    On the CPU, OpenCV's area resize of the integer planes, in two steps when the plane divides
     by a whole factor (that step has a fast box-filter path): together a fifth of the cost of
     torch's antialiased resize at video sizes.
     """
     h, w = plane.shape[-2:]
     if (h, w) == tuple(size):
         return plane.float()
-    if plane.device.type != "cpu" or plane.dtype != torch.uint8:
+    if plane.device.type != "cpu" or plane.dtype not in (torch.uint8, torch.int16):
         return F.interpolate(plane.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     k = int(min(h / size[0], w / size[1]))
     shrunk = []
@@ -102,7 +110,8 @@ def to_rgb(planes: list[torch.Tensor], fmt: PixelFormat, size: tuple[int, int] |
     size = size or tuple(planes[0].shape[-2:])
     if fmt is PixelFormat.RGB24:
         return _shrink(planes[0], size).div_(255.0)
-    y, u, v = (_shrink(p, size) for p in planes)
+    scale = levels(planes[0].dtype)
+    y, u, v = (_shrink(p, size) / scale if scale != 1 else _shrink(p, size) for p in planes)
     kr, kb = _KR_KB[matrix or matrix_for(planes[0].shape[-2])]
     luma = (y - 16.0) / 219.0
     pb, pr = (u - 128.0) / 224.0, (v - 128.0) / 224.0

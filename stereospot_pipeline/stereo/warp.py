@@ -82,7 +82,7 @@ def warp_planes(planes: list[torch.Tensor], offset: torch.Tensor, frame_width: i
     maps: dict[tuple[int, int], object] = {}
     for plane, out in zip(planes, outs):
         size = tuple(plane.shape[-2:])
-        on_cpu = plane.device.type == "cpu" and plane.dtype in (torch.uint8, torch.float32)
+        on_cpu = plane.device.type == "cpu" and plane.dtype in (torch.uint8, torch.int16, torch.float32)
         if size not in maps:
             scaled = offset * (size[1] / frame_width)
             maps[size] = _cpu_maps(scaled, size) if on_cpu else _grid(scaled, size)
