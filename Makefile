@@ -25,6 +25,7 @@ bench: $(STAMP)  ## speed and quality benchmarks; machine-readable results in .b
 	$(PY) benchmarks/long_video.py --minutes 1 10 --engine --out .bench/long_video.json
 	$(PY) benchmarks/warp_quality.py --out .bench/warp_quality.json
 	$(PY) benchmarks/depth_quality.py --out .bench/depth_quality.json
+	$(PY) benchmarks/output_codecs.py --out .bench/output_codecs.json
 
 bench-gpu: $(STAMP)  ## Depth Anything V2 Small (random weights) end to end at 1080p on the GPU
 	$(PY) benchmarks/learned_depth_speed.py --out .bench/learned_depth_speed.json

@@ -120,3 +120,13 @@ def test_learned_depth_benchmark_runs_depth_anything_v2_small(tmp_path):
     for key in ("depth_fps", "render_fps", "end_to_end_fps", "ffmpeg_reencode_fps", "ratio_conversion_to_reencode"):
         assert result[key] > 0, key
     assert result["peak_gpu_memory_mb"] is None
+
+
+def test_output_codecs_benchmark_times_every_encoding_and_states_the_player_limits(tmp_path):
+    results = _run("output_codecs.py", tmp_path / "codecs.json", "--seconds", "0.5", "--repeats", "1")
+    rows = {(r["codec"], r["bit_depth"]): r for r in results["encodings"]}
+    assert sorted(rows) == sorted([(c, b) for c in ("av1", "h264", "hevc") for b in (8, 10)])
+    assert all(r["fps"] > 0 and r["size_kb"] > 0 and r["frames"] == 10 for r in rows.values())
+    limits = {(r["source"], r["layout"]): r for r in results["player_limits"]}
+    assert limits[("1080p", "full-sbs")]["codec"] == "h264" and limits[("1080p", "full-sbs")]["decision"] == "fits"
+    assert limits[("4K", "full-sbs")]["codec"] == "hevc" and limits[("4K", "full-sbs")]["packed"] == "7680x2160"
