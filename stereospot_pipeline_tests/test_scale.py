@@ -3,8 +3,8 @@ on the shipped dagster.yaml): planning time, time per segment against a short vi
 rows, what the UI's GraphQL queries for the run and the partition cost, peak memory of the
 process, and a kill mid-way + resume that redoes only the unfinished segments.
 
-The size is ``STEREOSPOT_SCALE_MINUTES`` (default 0.4: 12 segments, the bounded form CI runs; the feature-length
-form is e.g. ``STEREOSPOT_SCALE_MINUTES=120``). Frames are tiny (64x36, 10 fps, a keyframe every
+The size is ``STEREOSPOT_SCALE_MINUTES`` (default 0.4: 12 segments of 2 s, the bounded form CI runs); the
+feature-length form is ``STEREOSPOT_SCALE_MINUTES=120 STEREOSPOT_SCALE_SEGMENT_SECONDS=10`` (720 segments). Frames are tiny (64x36, 10 fps, a keyframe every
 segment), so the cost measured is the pipeline's per-segment overhead, not pixels. The table
 is printed (``-s``) and written to ``$STEREOSPOT_SCALE_REPORT`` when set.
 """
@@ -28,7 +28,8 @@ from stereospot_pipeline_tests.clips import REPO
 
 STEREOSPOT = str(Path(sys.executable).with_name("stereospot"))
 MINUTES = float(os.environ.get("STEREOSPOT_SCALE_MINUTES", "0.4"))
-SEGMENT_S, FPS = 2.0, 10
+SEGMENT_S = float(os.environ.get("STEREOSPOT_SCALE_SEGMENT_SECONDS", "2"))
+FPS = 10
 
 ROW_QUERIES = {
     # The run page: the run with its steps, and its whole event log.
@@ -64,7 +65,7 @@ def _convert(clip: Path, home: Path, kill_after_segments: int | None = None) -> 
                                  "--segment-seconds", str(SEGMENT_S)], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=REPO)
         if kill_after_segments is not None:
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 600 + 5 * kill_after_segments
             while len(_results(home)) < kill_after_segments and proc.poll() is None:
                 assert time.monotonic() < deadline, "no progress"
                 time.sleep(0.2)
