@@ -27,7 +27,7 @@ def outbox(tmp_path_factory) -> Path:
     make_clip(root / "holiday-3f9a2c_LRF_Full_SBS.mp4", seconds=1.0, size="128x48", audio=False)
     (root / "beach").mkdir()
     make_clip(root / "beach" / "waves_TB.mp4", seconds=1.0, size="64x96", audio=False)
-    make_clip(root / "dome_180x180_3dh_LR.mp4", seconds=1.0, size="128x64", audio=False)
+    make_clip(root / "Dôme at dusk_180x180_3dh_LR.mp4", seconds=1.0, size="128x64", audio=False)
     (root / ".partial-x.mp4").write_bytes(b"half")  # an upload in progress is not listed
     (root / "notes.txt").write_text("not a video")
     return root
@@ -64,10 +64,10 @@ def test_layout_is_read_from_the_player_suffix():
 
 def test_library_lists_each_video_with_its_packing(outbox):
     entries = {e.relpath: e for e in scan(outbox)}
-    assert set(entries) == {"holiday-3f9a2c_LRF_Full_SBS.mp4", "beach/waves_TB.mp4", "dome_180x180_3dh_LR.mp4"}
+    assert set(entries) == {"holiday-3f9a2c_LRF_Full_SBS.mp4", "beach/waves_TB.mp4", "Dôme at dusk_180x180_3dh_LR.mp4"}
     assert (entries["holiday-3f9a2c_LRF_Full_SBS.mp4"].stereo, entries["holiday-3f9a2c_LRF_Full_SBS.mp4"].full) == ("sbs", True)
     assert (entries["beach/waves_TB.mp4"].stereo, entries["beach/waves_TB.mp4"].full) == ("tb", False)
-    assert entries["dome_180x180_3dh_LR.mp4"].projection == "180"
+    assert entries["Dôme at dusk_180x180_3dh_LR.mp4"].projection == "180"
     assert entries["holiday-3f9a2c_LRF_Full_SBS.mp4"].title == "holiday"
     assert 0.8 < entries["holiday-3f9a2c_LRF_Full_SBS.mp4"].duration_s < 1.3
 
@@ -77,12 +77,14 @@ def test_deovr_and_heresphere_documents(server):
     assert status == 200 and headers["Content-Type"] == "application/json"
     scenes = json.loads(body)["scenes"]
     videos = {v["title"]: v for v in scenes[0]["list"]}
-    assert set(videos) == {"holiday", "waves", "dome"}
-    status, _, body = _get(server, urlpath(videos["dome"]["video_url"]))
+    assert set(videos) == {"holiday", "waves", "Dôme at dusk"}
+    status, _, body = _get(server, urlpath(videos["Dôme at dusk"]["video_url"]))
     dome = json.loads(body)
     assert status == 200 and dome["is3d"] and dome["stereoMode"] == "sbs" and dome["screenType"] == "dome"
     source = dome["encodings"][0]["videoSources"][0]
-    assert source["resolution"] == 64 and source["url"].endswith("/dome_180x180_3dh_LR.mp4")
+    # A file name with spaces and accents is percent-encoded: players fetch the URL as given.
+    assert source["resolution"] == 64 and source["url"].endswith("/D%C3%B4me%20at%20dusk_180x180_3dh_LR.mp4")
+    assert _get(server, urlpath(source["url"]), headers={"Range": "bytes=0-7"})[0] == 206
 
     status, headers, body = _get(server, "/heresphere", method="POST", body=b'{"username":"","password":""}',
                                  headers={"Content-Type": "application/json"})
@@ -91,7 +93,8 @@ def test_deovr_and_heresphere_documents(server):
     docs = [json.loads(_get(server, urlpath(u), method="POST")[2]) for u in urls]
     by_title = {d["title"]: d for d in docs}
     assert by_title["waves"]["stereo"] == "tb" and by_title["waves"]["projection"] == "perspective"
-    assert by_title["dome"]["projection"] == "equirectangular" and by_title["dome"]["fov"] == 180.0
+    dome = by_title["Dôme at dusk"]
+    assert dome["projection"] == "equirectangular" and dome["fov"] == 180.0 and " " not in dome["media"][0]["sources"][0]["url"]
     media = by_title["holiday"]["media"][0]["sources"][0]
     assert (media["width"], media["height"]) == (128, 48)
     status, headers, png = _get(server, urlpath(by_title["holiday"]["thumbnailImage"]))

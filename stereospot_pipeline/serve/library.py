@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote
 
 import av
 
@@ -115,7 +116,7 @@ def deovr_video(e: Entry, base: str) -> dict:
         "id": e.id, "title": e.title, "videoLength": round(e.duration_s), "is3d": e.stereo != "mono",
         "thumbnailUrl": f"{base}/thumb/{e.id}.png",
         "encodings": [{"name": "h264", "videoSources": [
-            {"resolution": e.height, "url": f"{base}/media/{e.id}/{e.path.name}"}]}],
+            {"resolution": e.height, "url": f"{base}/media/{e.id}/{quote(e.path.name)}"}]}],
     }
     if e.stereo != "mono":
         video["stereoMode"] = e.stereo
@@ -135,5 +136,5 @@ def heresphere_video(e: Entry, base: str) -> dict:
         "projection": "equirectangular" if e.projection == "180" else "perspective",
         "stereo": e.stereo, "fov": 180.0 if e.projection == "180" else 90.0, "lens": "Linear",
         "media": [{"name": "h264", "sources": [{"resolution": e.height, "height": e.height, "width": e.width,
-                                                "size": e.size, "url": f"{base}/media/{e.id}/{e.path.name}"}]}],
+                                                "size": e.size, "url": f"{base}/media/{e.id}/{quote(e.path.name)}"}]}],
     }

@@ -15,7 +15,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 
@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _index(self, base: str) -> str:
         rows = "".join(
-            f'<li><a href="/media/{e.id}/{html.escape(e.path.name)}">{html.escape(e.relpath)}</a> '
+            f'<li><a href="/media/{e.id}/{html.escape(quote(e.path.name))}">{html.escape(e.relpath)}</a> '
             f"({e.stereo}{', 180' if e.projection == '180' else ''}, {e.width}x{e.height}, {e.duration_s:.0f} s)</li>"
             for e in self.server.entries().values())
         return (f"<!doctype html><title>stereospot library</title><h1>stereospot library</h1>"
