@@ -46,6 +46,19 @@ FRAME_PACKING = {Layout.HALF_SBS: Packing.SIDE_BY_SIDE, Layout.FULL_SBS: Packing
                  Layout.FULL_TB: Packing.TOP_BOTTOM}
 
 
+def packing_in_bitstream(layout: Layout, codec: VideoCodec) -> bool:
+    """Where the packing is told: once, as ffmpeg's own tools (8.x) refuse to decode a video
+    that says it both in the bitstream and in the container ("File exists"). Flat layouts in
+    the frame-packing SEI, which 3D TVs read, where the codec has one; AV1 (none) and VR180 in
+    the container's st3d (with sv3d's half sphere), which VR players and YouTube read."""
+    return layout in FRAME_PACKING and layout is not Layout.VR180 and codec is not VideoCodec.AV1
+
+
+def container_packing(layout: Layout, codec: VideoCodec) -> Packing | None:
+    """The packing ``concat_and_mux`` writes into the MP4 (see ``packing_in_bitstream``)."""
+    return None if packing_in_bitstream(layout, codec) else FRAME_PACKING.get(layout)
+
+
 def output_encoder(params: StereoParams, colour: Colour | None = None) -> Encoder:
     """The encoder of ``params`` (codec already resolved by ``plan_video_output``; 'auto' left
     here means H.264) for frames tagged ``colour``: an HDR (PQ/HLG) source kept HDR is written
@@ -61,7 +74,8 @@ def output_encoder(params: StereoParams, colour: Colour | None = None) -> Encode
                          "the eyes' colours, which is defined for SDR only: use a side-by-side or top-bottom "
                          "layout, or STEREOSPOT_HDR=tonemap")
     return choose_encoder(codec, EncoderKind(params.encoder), crf=params.crf, preset=params.preset,
-                          bit_depth=10 if hdr else params.bit_depth, frame_packing=FRAME_PACKING.get(params.layout),
+                          bit_depth=10 if hdr else params.bit_depth,
+                          frame_packing=FRAME_PACKING[params.layout] if packing_in_bitstream(params.layout, codec) else None,
                           colour=bitstream_colour(colour),
                           mastering_display=colour.mastering_display if hdr else None,
                           content_light=colour.content_light if hdr else None)

@@ -14,7 +14,8 @@ from stereospot_pipeline.errors import InvalidVideoError
 from stereospot_pipeline.media.ffmpeg import run_ffmpeg
 from stereospot_pipeline.media.preview import frame_at, png_bytes
 from stereospot_pipeline.media.packing import add_st3d
-from stereospot_pipeline.render import FRAME_PACKING, render_segment
+from stereospot_pipeline.media.encoders import VideoCodec
+from stereospot_pipeline.render import container_packing, render_segment
 from stereospot_pipeline.stereo.convert import StereoConverter
 from stereospot_pipeline.stereo.params import LAYOUT_SUFFIX, Layout, StereoParams
 
@@ -97,8 +98,8 @@ def make_previews(source: Path, params: StereoParams, positions: list[str], out_
                         "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-an", "-sn", "-dn",
                         "-f", "nut", str(chunk)], source=str(source), what="cut a sample clip")
             partial = Path(tmp) / clip.name
-            render_segment(chunk, partial, params)
-            if packing := FRAME_PACKING.get(params.layout):
+            result = render_segment(chunk, partial, params)
+            if packing := container_packing(params.layout, VideoCodec(result.codec)):
                 add_st3d(partial, packing, half_sphere=params.layout is Layout.VR180)
             partial.replace(clip)
     return Previews(stills=stills, clip=clip)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def make_clip(path: Path, *, seconds: float = 2.0, fps: int = 10, size: str = "1
 def real_clips(dest: Path) -> dict[str, Path]:
     """The real-world corpus (cached in ``dest``), by file name."""
     return fetch(dest)
+
+
+def stereo_types(path: Path) -> set[int]:
+    """The AVStereo3DType values a decoder reports on the frames (1 side by side, 2 top-bottom),
+    whether the bitstream or the container told it."""
+    with av.open(str(path)) as c:
+        return {struct.unpack("<i", bytes(sd)[:4])[0] for f in c.decode(video=0)
+                for sd in f.side_data if sd.type.name == "STEREO3D"}
 
 
 def decode_all(path: Path):

@@ -4,19 +4,23 @@ scaling each eye, and HDR (PQ, HLG) kept 10-bit with its tags and HDR10 metadata
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import pytest
 
 from stereospot_pipeline.media.encoders import encoder_opens
 from stereospot_pipeline.media.probe import probe_video
 from stereospot_pipeline.stereo.params import StereoParams
+from stereospot_pipeline_tests.clips import stereo_types
 from stereospot_pipeline_tests.conftest import convert, metadata, outbox_file
 from stereospot_pipeline_tests.matrix import _tagged, video_in
 from stereospot_pipeline_tests.support.ffmpeg import ffmpeg, ffmpeg_report
 
 DECODERS = {"h264": "h264", "hevc": "hevc", "av1": "av1"}
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 MASTER = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"
 
 
@@ -63,7 +67,11 @@ def test_each_codec_and_bit_depth_is_written_and_joined(instance, resources, set
     assert (facts["primaries"], facts["trc"], facts["matrix"]) == (1, 1, 1)  # BT.709 carried through
     if codec == "hevc":
         assert facts["tag"] == "hvc1"  # Apple's and the Quest's players need it
-    assert "Stereo 3D: side by side" in ffmpeg_report(_output(settings, src.stem))  # media/packing.py
+    # The packing is told once (render.packing_in_bitstream): an SEI, or for AV1 the st3d box.
+    out = _output(settings, src.stem)
+    assert ("Stereo 3D: side by side" in ffmpeg_report(out)) is (codec == "av1")
+    assert stereo_types(out) == {1}  # side by side, as a decoder reports it either way
+    assert subprocess.run([FFMPEG, "-v", "error", "-i", str(out), "-f", "null", "-"]).returncode == 0
     stereo, final = metadata(result, "stereo_segments"), metadata(result, "final_video")
     software = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}[codec]
     assert final["codec"] == codec and final["bit_depth"] == bit_depth
@@ -92,22 +100,25 @@ def test_auto_codec_and_player_limits_scale_each_eye(instance, resources, settin
     assert checks["layout_geometry"] is True
 
 
-@pytest.mark.parametrize("layout, suffix, says", [
-    ("half-tb", "_TB", ["Stereo 3D: top and bottom"]),
-    ("vr180", "_180x180_3dh_LR", ["Stereo 3D: side by side", "Spherical Mapping: tiled equirectangular"]),
-    ("cross-eyed", "_RLF_cross", []),
-    ("anaglyph", "_redcyan", []),
+@pytest.mark.parametrize("layout, suffix, types, says", [
+    ("half-tb", "_TB", {2}, []),
+    ("vr180", "_180x180_3dh_LR", {1}, ["Stereo 3D: side by side", "Spherical Mapping: tiled equirectangular"]),
+    ("cross-eyed", "_RLF_cross", set(), []),
+    ("anaglyph", "_redcyan", set(), []),
 ])
-def test_players_are_told_the_layout(instance, resources, settings, tmp_path, layout, suffix, says):
-    """Packed layouts say their packing in the MP4 (VR180 also its half-sphere projection);
-    cross-eyed and anaglyph claim none, which a player would show wrong."""
+def test_players_are_told_the_layout(instance, resources, settings, tmp_path, layout, suffix, types, says):
+    """Packed layouts say their packing (H.264: the SEI; VR180: st3d and the half-sphere sv3d in
+    the MP4); cross-eyed and anaglyph claim none, which a player would show wrong."""
     src = _sdr_clip(tmp_path / f"told_{layout}.mp4")
     _, result = convert(instance, resources, src, params=StereoParams(depth_model="heuristic", layout=layout))
     assert result.success
-    report = ffmpeg_report(outbox_file(Path(settings.url(settings.outbox_url, "outbox")), src.stem, suffix))
+    out = outbox_file(Path(settings.url(settings.outbox_url, "outbox")), src.stem, suffix)
+    report = ffmpeg_report(out)
+    assert stereo_types(out) == types
     assert all(s in report for s in says), report
     if not says:
-        assert "Stereo 3D" not in report and "Spherical" not in report
+        assert "Spherical" not in report
+    assert subprocess.run([FFMPEG, "-v", "error", "-i", str(out), "-f", "null", "-"]).returncode == 0
 
 
 @pytest.mark.parametrize("transfer, code", [("smpte2084", 16), ("arib-std-b67", 18)])

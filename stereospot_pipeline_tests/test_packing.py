@@ -1,16 +1,18 @@
-"""Players are told how the eyes are packed, for every codec: the frame-packing SEI in H.264 and
-HEVC keyframes (found by libavcodec's own decoder) and the st3d box in the MP4 (found by
-libavformat, the bundled ffmpeg), with the pictures and timing unchanged."""
+"""Players are told how the eyes are packed, for every codec, once: the frame-packing SEI in H.264
+and HEVC keyframes (found by libavcodec's own decoder), the st3d box in the MP4 for AV1 and VR180
+(found by libavformat, the bundled ffmpeg), with the pictures and timing unchanged."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import struct
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -19,6 +21,8 @@ from stereospot_pipeline.media.encoders import EncoderKind, VideoCodec, choose_e
 from stereospot_pipeline.media.mux import concat_and_mux
 from stereospot_pipeline.media.packing import Packing, add_st3d, frame_packing_sei
 from stereospot_pipeline.media.probe import probe_video
+from stereospot_pipeline.render import FRAME_PACKING, container_packing, packing_in_bitstream
+from stereospot_pipeline.stereo.params import Layout
 from stereospot_pipeline_tests.clips import make_clip
 from stereospot_pipeline_tests.support.ffmpeg import ffmpeg_report
 
@@ -28,7 +32,8 @@ _FFMPEG_SAYS = {Packing.SIDE_BY_SIDE: "Stereo 3D: side by side", Packing.TOP_BOT
 
 
 def _segments(tmp_path: Path, codec: VideoCodec, packing: Packing | None, count: int = 2) -> list[Path]:
-    """``count`` half-second segments on one timeline, written as the stereo step writes them."""
+    """``count`` half-second segments on one timeline, written as the stereo step writes them
+    (the frame-packing SEI in them where ``packing`` is given and the codec has one)."""
     encoder = choose_encoder(codec, EncoderKind.SOFTWARE, preset="ultrafast", frame_packing=packing)
     parts = []
     for s in range(count):
@@ -65,49 +70,64 @@ def _bitstream_kinds(path: Path) -> list[set[int]]:
     return _kinds(frames + decoder.decode(None))
 
 
-@pytest.mark.parametrize("codec", list(VideoCodec))
-@pytest.mark.parametrize("packing", list(Packing))
-def test_the_joined_video_says_its_packing_in_the_bitstream_and_the_container(tmp_path, codec, packing):
+def _ffmpeg_decodes(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "framemd5", "-"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _convert(tmp_path: Path, codec: VideoCodec, layout: Layout) -> tuple[Path, Path]:
+    """The joined video of ``layout`` as the pipeline tells its packing, and the same without."""
     source = make_clip(tmp_path / "src.mp4", seconds=1.0, size="128x64", fps=10)
     info = probe_video(source)
-    plain, packed = tmp_path / "plain.mp4", tmp_path / "packed.mp4"
+    plain, told = tmp_path / "plain.mp4", tmp_path / "told.mp4"
     concat_and_mux(_segments(tmp_path, codec, None), source, info, plain)
-    concat_and_mux(_segments(tmp_path, codec, packing), source, info, packed, packing=packing)
+    sei = FRAME_PACKING[layout] if packing_in_bitstream(layout, codec) else None
+    concat_and_mux(_segments(tmp_path, codec, sei), source, info, told, packing=container_packing(layout, codec),
+                   half_sphere=layout is Layout.VR180)
+    return plain, told
 
-    report = ffmpeg_report(packed)
-    assert _FFMPEG_SAYS[packing] in report, report
-    assert "Stereo 3D" not in ffmpeg_report(plain)
-    data = packed.read_bytes()
-    assert data.index(b"moov") < data.index(b"mdat")  # still streamable from the start
 
-    pictures, times, kinds = _frames(packed)
+@pytest.mark.parametrize("codec", list(VideoCodec))
+@pytest.mark.parametrize("layout", [Layout.FULL_SBS, Layout.HALF_TB])
+def test_the_joined_video_says_its_packing_once(tmp_path, codec, layout):
+    """Flat layouts: in the bitstream where the codec can (H.264, HEVC), else in the container
+    (AV1); never both, which ffmpeg's own tools refuse to decode. Pictures and timing unchanged."""
+    packing = FRAME_PACKING[layout]
+    plain, told = _convert(tmp_path, codec, layout)
+    assert _ffmpeg_decodes(told).returncode == 0, _ffmpeg_decodes(told).stderr
+    pictures, times, kinds = _frames(told)
     plain_pictures, plain_times, plain_kinds = _frames(plain)
     assert times == plain_times and len(times) == 10
     assert all(np.array_equal(a, b) for a, b in zip(pictures, plain_pictures))
     assert not any(plain_kinds)
-    assert all(k == {_AV_TYPE[packing]} for k in kinds), kinds
-    in_bitstream = _bitstream_kinds(packed)
-    assert len(in_bitstream) == 10
+    # What a player learns, whichever way it is told: from the first frame on, nothing else.
+    assert kinds[0] == kinds[5] == {_AV_TYPE[packing]} and all(k <= {_AV_TYPE[packing]} for k in kinds), kinds
+    in_bitstream = _bitstream_kinds(told)
+    report = ffmpeg_report(told)
+    data = told.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # still streamable from the start
     if codec is VideoCodec.AV1:
         assert not any(in_bitstream)  # AV1 has no such message: the container alone says it
+        assert _FFMPEG_SAYS[packing] in report, report
     else:
-        # At least on each segment's keyframe (x264 sends it there; ours persists to the next).
+        # On each segment's keyframe (x264 sends it there; ours persists to the next), not in the container.
         assert in_bitstream[0] == in_bitstream[5] == {_AV_TYPE[packing]}, in_bitstream
         assert all(k <= {_AV_TYPE[packing]} for k in in_bitstream)
-    with av.open(str(packed)) as container:
-        assert len(container.streams.audio) == 1
+        assert b"st3d" not in data
     assert "Spherical" not in report  # a flat screen's video, not a VR180 one
+    with av.open(str(told)) as container:
+        assert len(container.streams.audio) == 1
 
 
-def test_vr180_says_each_eye_is_a_half_sphere(tmp_path):
-    source = make_clip(tmp_path / "src.mp4", seconds=1.0, size="128x64", fps=10)
-    out = tmp_path / "vr180.mp4"
-    concat_and_mux(_segments(tmp_path, VideoCodec.H264, Packing.SIDE_BY_SIDE), source, probe_video(source), out,
-                   packing=Packing.SIDE_BY_SIDE, half_sphere=True)
-    report = ffmpeg_report(out)
+@pytest.mark.parametrize("codec", [VideoCodec.H264, VideoCodec.AV1])
+def test_vr180_says_each_eye_is_a_half_sphere(tmp_path, codec):
+    _, told = _convert(tmp_path, codec, Layout.VR180)
+    assert _ffmpeg_decodes(told).returncode == 0
+    report = ffmpeg_report(told)
     # 180 of 360 degrees: a quarter of the full sphere's width cut off each side (in pixels of this frame).
     assert "Stereo 3D: side by side" in report
     assert re.search(r"Spherical Mapping: tiled equirectangular \[6[3-5], 0, 6[3-5], 0\]", report), report
+    assert not any(_bitstream_kinds(told))  # told once: the container
 
 
 @pytest.mark.parametrize("codec, header", [("h264", b"\x06"), ("hevc", b"\x4e\x01")])

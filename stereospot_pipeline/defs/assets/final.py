@@ -26,7 +26,8 @@ from stereospot_pipeline.media.preview import (
     thumbnail,
 )
 from stereospot_pipeline.media.probe import VideoInfo, probe_video
-from stereospot_pipeline.render import FRAME_PACKING
+from stereospot_pipeline.media.encoders import VideoCodec
+from stereospot_pipeline.render import container_packing
 from stereospot_pipeline.stereo.params import Layout, StereoParams
 from stereospot_pipeline.storage import ObjectStore
 
@@ -100,7 +101,8 @@ def final_video(context: AssetExecutionContext, store: ObjectStore) -> Materiali
         src = stack.enter_context(store.local_copy(raw["storage_key"]))
         out = Path(tmp) / name
         concat_and_mux(parts, src, source, out, window=trim_window(manifest.get("selection")),
-                       packing=FRAME_PACKING.get(layout := Layout(manifest["params"]["layout"])),
+                       packing=container_packing(layout := Layout(manifest["params"]["layout"]),
+                                                 VideoCodec(manifest["encoding"]["codec"])),
                        half_sphere=layout is Layout.VR180)
         result = probe_video(out)
         store.put_file(out, stored)
