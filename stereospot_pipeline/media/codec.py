@@ -72,20 +72,10 @@ def yuv420p(frame: av.VideoFrame, width: int | None = None, height: int | None =
         h, w = frame.height, frame.width
     if width is None and (w % 2 or h % 2 or frame.format.name == "yuv420p"):
         # Straight from the planes (a third of the CPU time of ``to_ndarray``). Odd sizes are
-        # padded in YUV (a trip through RGB would clip colours outside its gamut and round
-        # twice): odd 4:2:0 already has the chroma of the padded size, the luma gets its last
-        # row/column repeated.
+        # padded in YUV: a trip through RGB would clip colours outside its gamut and round twice.
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
-        eh, ew = h + h % 2, w + w % 2
-        out = np.empty((eh * 3 // 2, ew), np.uint8)
-        out[:h, :w] = _plane(frame.planes[0], h, w)
-        out[:h, w:ew] = out[:h, w - 1:w]
-        out[h:eh] = out[h - 1]
-        chroma = out[eh:].reshape(2, eh // 2, ew // 2)
-        chroma[0] = _plane(frame.planes[1], eh // 2, ew // 2)
-        chroma[1] = _plane(frame.planes[2], eh // 2, ew // 2)
-        return out
+        return _planar(frame, np.uint8)
     return frame.to_ndarray(width=width, height=height, format="yuv420p")
 
 
@@ -96,15 +86,22 @@ def yuv420p10(frame: av.VideoFrame, width: int | None = None, height: int | None
         frame.color_range == 2 or frame.format.name.startswith("yuvj")) else {}
     if frame.format.name != "yuv420p10le" or width is not None or options:
         frame = frame.reformat(width=width, height=height, format="yuv420p10le", **options)
+    return _planar(frame, np.int16)
+
+
+def _planar(frame: av.VideoFrame, dtype) -> np.ndarray:
+    """A 4:2:0 frame (yuv420p for uint8, yuv420p10le for int16) copied from its planes into
+    [H*3/2,W], an odd size padded to even: odd 4:2:0 already has the chroma of the padded
+    size, the luma gets its last row/column repeated."""
     h, w = frame.height, frame.width
     eh, ew = h + h % 2, w + w % 2
-    out = np.empty((eh * 3 // 2, ew), np.int16)
-    out[:h, :w] = _plane(frame.planes[0], h, w, np.int16)
+    out = np.empty((eh * 3 // 2, ew), dtype)
+    out[:h, :w] = _plane(frame.planes[0], h, w, dtype)
     out[:h, w:ew] = out[:h, w - 1:w]
     out[h:eh] = out[h - 1]
     chroma = out[eh:].reshape(2, eh // 2, ew // 2)
-    chroma[0] = _plane(frame.planes[1], eh // 2, ew // 2, np.int16)
-    chroma[1] = _plane(frame.planes[2], eh // 2, ew // 2, np.int16)
+    chroma[0] = _plane(frame.planes[1], eh // 2, ew // 2, dtype)
+    chroma[1] = _plane(frame.planes[2], eh // 2, ew // 2, dtype)
     return out
 
 

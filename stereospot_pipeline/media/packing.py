@@ -2,11 +2,13 @@
 
 - In the bitstream: the frame-packing arrangement SEI. x264 writes it itself; x265 and NVENC
   cannot, so the writer adds it to their keyframes (``with_sei``). AV1 has no such message.
-- In the container, whatever the codec: the stereoscopic 3D box ``st3d`` of Google's Spherical
-  Video V2 (read by YouTube, ExoPlayer-based players and libavformat) in the video sample entry,
-  with the half-sphere projection box ``sv3d`` for VR180 (``add_st3d``).
+- In the container: the stereoscopic 3D box ``st3d`` of Google's Spherical Video V2 (read by
+  YouTube, ExoPlayer-based players and libavformat) in the video sample entry, with the
+  half-sphere projection box ``sv3d`` for VR180 (``add_st3d``).
 
-Players that read neither go by the file-name suffix (``LAYOUT_SUFFIX``).
+A video is told one way only (``render.packing_in_bitstream`` chooses): ffmpeg's own tools refuse
+to decode one that says it in both. Players that read neither go by the file-name suffix
+(``LAYOUT_SUFFIX``).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def add_st3d(path: Path, packing: Packing, half_sphere: bool = False) -> bool:
     """Rewrite the MP4 at ``path`` (atomically) with the ``stereo_boxes`` in each video sample entry.
     Chunk offsets after the movie box move by the bytes added. Returns False, leaving the file
     as it was, where that is impossible (a 32-bit chunk offset would overflow: the box is a
-    convenience, and the SEI and file name still say the packing)."""
+    convenience, and the file name still says the packing)."""
     box = stereo_boxes(packing, half_sphere)
     with open(path, "rb") as src:
         boxes = list(_top_level(src))
