@@ -259,17 +259,17 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
         if writer is not None:
             writer.close()
 
+    done, written, tb = 0, (0, 0), None  # frames and their packed size (w, h)
     decoder, encoder = _Worker(decode, "decode", stop), _Worker(encode, "encode", stop)
     decoder.start()
     encoder.start()
-    done, size, tb = 0, (0, 0), None
 
     def emit(result: np.ndarray, stamps: list) -> None:
-        nonlocal done, size
+        nonlocal done, written
         if not len(stamps):
             return
         h, w = frame_size(result, PixelFormat.YUV420P)
-        size = (w, h)
+        written = (w, h)
         _put(packed, (result, stamps, tb), stop)
         done += len(stamps)
         if on_progress:
@@ -305,7 +305,7 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
     seconds = time.perf_counter() - started
     st = converter.stats
     return RenderResult(frames=done, seconds=seconds, fps=done / seconds if seconds else 0.0,
-                        width=size[0], height=size[1], device=str(converter.device),
+                        width=written[0], height=written[1], device=str(converter.device),
                         depth_model=converter.estimator.name, mean_depth=st.mean_depth,
                         max_shift_px=st.max_abs_shift_px, first_mean_depth=st.first_mean_depth,
                         last_mean_depth=st.last_mean_depth, mean_depth_steps=st.mean_depth_steps,

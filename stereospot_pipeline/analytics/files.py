@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from stereospot_pipeline.analytics import plots
 from stereospot_pipeline.analytics.report import Conversion
 from stereospot_pipeline.analytics.report import Prices, cost_by_resolution, to_csv, video_rows
 
@@ -12,6 +11,10 @@ COST = "cost_by_resolution.png"
 
 
 def report_files(conversions: list[Conversion], prices: Prices) -> dict[str, bytes]:
+    # matplotlib takes a second to import: paid by reports, not by every command that loads the
+    # definitions.
+    from stereospot_pipeline.analytics import plots
+
     rows = video_rows(conversions, prices)
     return {
         CSV: to_csv(rows).encode(),

@@ -4,13 +4,12 @@ with data URIs, so a preview needs no server of its own)."""
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import torch
-from matplotlib import image as mpimg
 
 from stereospot_pipeline.media.probe import main_video
 from stereospot_pipeline.media.timing import decoded
@@ -30,6 +29,8 @@ def frame_at(path: Path, fraction: float = 0.5) -> np.ndarray:
     """
     with av.open(str(path)) as container:
         stream = main_video(container)
+        # The frames from the keyframe to the target (a whole GOP, at worst) decode on every core.
+        stream.thread_type = "AUTO"
         start = stream.start_time or 0
         duration = stream.duration or (
             round(container.duration / av.time_base / stream.time_base) if container.duration else 0)
@@ -75,9 +76,10 @@ def thumbnail(rgb: np.ndarray, width: int = THUMB_WIDTH) -> np.ndarray:
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    mpimg.imsave(buffer, rgb, format="png")
-    return buffer.getvalue()
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))  # OpenCV's order is BGR
+    if not ok:
+        raise ValueError(f"a {rgb.shape} image cannot be written as PNG")
+    return png.tobytes()
 
 
 def markdown_image(png: bytes, alt: str) -> str:
