@@ -76,7 +76,8 @@ def thumbnail(rgb: np.ndarray, width: int = THUMB_WIDTH) -> np.ndarray:
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))  # OpenCV's order is BGR
+    """``rgb`` [H,W,3] uint8 as PNG bytes."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # OpenCV's order is BGR
     if not ok:
         raise ValueError(f"a {rgb.shape} image cannot be written as PNG")
     return png.tobytes()
