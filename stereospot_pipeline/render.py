@@ -28,6 +28,7 @@ from stereospot_pipeline.media.packing import Packing
 from stereospot_pipeline.media.probe import Colour
 from stereospot_pipeline.media.sample import sample_frames
 from stereospot_pipeline.media.segment import SegmentPlan, chunk_offset
+from stereospot_pipeline.media.verify import verify_written
 from stereospot_pipeline.stereo.convert import StereoConverter, video_depth_range
 from stereospot_pipeline.stereo.layout import mixes_colours, output_size
 from stereospot_pipeline.stereo.normalize import DepthRange
@@ -141,6 +142,9 @@ class RenderResult(BaseModel):
     # [lo, hi] of the strength the comfort controller chose, where the setting is "auto".
     auto_divergence: list[float] | None = None
     auto_convergence: list[float] | None = None
+    # Of the verified output (media/verify.py), what the joined file must carry unchanged.
+    packets: int
+    packet_digest: str
 
 
 class _Stopped(Exception):
@@ -207,6 +211,8 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
 
     Decode, stereo compute and encode run in three threads joined by small bounded queues, so
     the CPU-bound encoder overlaps with compute and memory does not grow with the segment.
+    The output is verified as it is written (``media.verify.verify_written``): a segment that
+    does not decode, or whose file is not what was encoded, raises ``SegmentVerificationError``.
     """
     video_encoder = output_encoder(params, colour)  # before any work: a setting it cannot honour fails now
     converter = converter or StereoConverter(params, pixel_format=PixelFormat.YUV420P,
@@ -247,13 +253,15 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
             _put(batches, (np.stack(batch), stamps, tb), stop)
         _put(batches, _DONE, stop)
 
+    writer: VideoWriter | None = None
+
     def encode() -> None:
-        writer = None
+        nonlocal writer
         while (item := _get(packed, stop)) is not _DONE:
             frames, stamps, tb = item
             if writer is None:
                 h, w = frame_size(frames, PixelFormat.YUV420P)
-                writer = VideoWriter(out, w, h, tb, encoder=video_encoder, colour=colour)
+                writer = VideoWriter(out, w, h, tb, encoder=video_encoder, colour=colour, check=True)
             for frame, pts in zip(frames, stamps):
                 writer.write(frame, pts)
         if writer is not None:
@@ -302,6 +310,8 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
     if plan is not None and done != plan.frames:
         raise InvalidVideoError(str(chunk), f"decoded {done} frames, expected {plan.frames}",
                                 "the stream is damaged in this segment; re-export the source")
+    # Each packet was decoded as it was written; the file must hold exactly those.
+    verified = verify_written(out, writer.encoded, done, written)
     seconds = time.perf_counter() - started
     st = converter.stats
     return RenderResult(frames=done, seconds=seconds, fps=done / seconds if seconds else 0.0,
@@ -313,7 +323,8 @@ def render_segment(chunk: Path, out: Path, params: StereoParams, *, plan: Segmen
                         encoder=video_encoder.name, bit_depth=video_encoder.bit_depth,
                         encoder_fallback=video_encoder.fallback,
                         auto_divergence=st.extra.get("auto_divergence"),
-                        auto_convergence=st.extra.get("auto_convergence"))
+                        auto_convergence=st.extra.get("auto_convergence"),
+                        packets=verified.packets, packet_digest=verified.packet_digest)
 
 
 def packed_size(width: int, height: int, layout: Layout) -> tuple[int, int]:

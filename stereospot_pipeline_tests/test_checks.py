@@ -4,11 +4,13 @@ right check, and a failing blocking check keeps the output out of the outbox."""
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import imageio_ffmpeg
 
 import av
+import numpy as np
 import pytest
 from dagster import AssetCheckSeverity
 
@@ -22,9 +24,19 @@ from stereospot_pipeline.defs.checks import (
     geometry_matches,
     seam_continuity,
 )
+from stereospot_pipeline.media.codec import VideoWriter
+from stereospot_pipeline.media.encoders import EncoderKind, VideoCodec, choose_encoder
 from stereospot_pipeline.media.mux import concat_and_mux
+from stereospot_pipeline.media.packing import Packing
 from stereospot_pipeline.media.probe import probe_video
-from stereospot_pipeline.media.verify import SegmentVerificationError, verify_joined, verify_segment
+from stereospot_pipeline.media.verify import (
+    EncodedStream,
+    SegmentVerificationError,
+    coded_units,
+    verify_joined,
+    verify_segment,
+    verify_written,
+)
 from stereospot_pipeline.stereo.params import Layout
 from stereospot_pipeline_tests.clips import make_clip
 from stereospot_pipeline_tests.conftest import convert, metadata, outbox_file
@@ -116,6 +128,103 @@ def test_segment_verification_decodes_every_frame_and_checks_count_and_size(tmp_
         verify_segment(parts[0], 11, (96, 64))  # one frame dropped by the encoder
     with pytest.raises(SegmentVerificationError, match="96x64, expected 192x64"):
         verify_segment(parts[0], 10, (192, 64))
+
+
+def _written(path: Path, codec: str = "h264", bit_depth: int = 8, frames: int = 12,
+             writer: type[VideoWriter] = VideoWriter) -> VideoWriter:
+    """``frames`` of moving noise through the writer with its decode-as-written check."""
+    encoder = choose_encoder(VideoCodec(codec), EncoderKind.SOFTWARE, bit_depth=bit_depth,
+                             frame_packing=Packing.SIDE_BY_SIDE, colour={"colorprim": "bt709", "range": "tv"})
+    rng = np.random.default_rng(7)
+    with writer(path, 192, 64, Fraction(1, 25), encoder=encoder,
+                check=True) as w:
+        for i in range(frames):
+            frame = rng.integers(16, 235, (96, 192), dtype=np.uint8)
+            w.write(frame.astype(np.int16) * 4 if bit_depth == 10 else frame, i)
+    return w
+
+
+@pytest.mark.parametrize("codec, bit_depth", [("h264", 8), ("h264", 10), ("hevc", 8), ("hevc", 10),
+                                              ("av1", 8), ("av1", 10)])
+def test_segment_checked_as_written_agrees_with_a_full_decode_of_the_file(tmp_path, codec, bit_depth):
+    """What the writer decoded, compared with the file's packet index, gives exactly what a full
+    decode of the file gives; a wrong frame count or size still fails."""
+    path = tmp_path / f"{codec}{bit_depth}.mp4"
+    w = _written(path, codec, bit_depth)
+    checked = verify_written(path, w.encoded, 12, (192, 64))
+    assert checked == verify_segment(path, 12, (192, 64))
+    assert checked.frames == checked.packets == 12
+    with pytest.raises(SegmentVerificationError, match="12 decodable frames in 12 packets, 13 were encoded"):
+        verify_written(path, w.encoded, 13, (192, 64))
+    with pytest.raises(SegmentVerificationError, match="decodes at 192x64, expected 96x64"):
+        verify_written(path, w.encoded, 12, (96, 64))
+
+
+def test_segment_changed_between_encoder_and_disk_fails_its_check(tmp_path):
+    path = tmp_path / "seg.mp4"
+    w = _written(path, frames=20)
+    intact = path.read_bytes()
+    _overwrite(path, 0.6)
+    with pytest.raises(SegmentVerificationError, match=r"packet \d+ of the written segment is not the one encoded"):
+        verify_written(path, w.encoded, 20, (192, 64))
+    path.write_bytes(intact[: len(intact) // 2])  # the index (at the end) is gone
+    with pytest.raises(SegmentVerificationError, match="cannot be read back"):
+        verify_written(path, w.encoded, 20, (192, 64))
+
+
+class _DamagingWriter(VideoWriter):
+    """An encoder whose output breaks after its keyframe (as a failing GPU encoder's can)."""
+
+    def _mux(self, packets):
+        super()._mux([p if p.is_keyframe else av.Packet(bytes(p)[:5] + bytes(range(256)) * 3) for p in packets])
+
+
+def test_packets_that_do_not_decode_fail_as_they_are_written(tmp_path):
+    w = None
+    with pytest.raises(SegmentVerificationError, match="does not decode after|decodable frames in"):
+        w = _written(tmp_path / "bad.mp4", writer=_DamagingWriter)
+        verify_written(tmp_path / "bad.mp4", w.encoded, 12, (192, 64))
+
+
+def test_segment_damaged_on_its_way_to_disk_is_rendered_again(instance, resources, tmp_path, monkeypatch):
+    """Through the real assets: the first stereo segment written is damaged on disk; its step
+    fails naming the packet, is retried, and the conversion is whole."""
+    real_close, damaged = VideoWriter.close, []
+
+    def damaging_close(self):
+        real_close(self)
+        if not damaged:
+            damaged.append(Path(self.container.name))
+            _overwrite(damaged[0], 0.5)
+
+    monkeypatch.setattr(VideoWriter, "close", damaging_close)
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2.0, size="160x96", gop=5)
+    key, result = convert(instance, resources, clip, segment_seconds=1.0)
+    assert result.success and len(damaged) == 1
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1 and "render_stereo_segment" in retried[0].step_key
+    failure = retried[0].event_specific_data.error
+    assert "of the written segment is not the one encoded" in str(failure.message) + str(failure.cause)
+    assert all(c.passed for c in _checks(result).values())
+
+
+def test_coded_units_are_the_same_in_either_framing():
+    """Start codes (what encoders write) and 4-byte lengths (what MP4 holds) give the same units;
+    a 300-byte unit's length prefix begins like a start code and must not be read as one.
+    In-band parameter sets, which the muxer may drop, are left out."""
+    sps, pps = b"\x67\x64\x00\x1f", b"\x68\xee\x3c\x80"
+    idr, sei = b"\x65" + bytes(range(1, 256)) + b"\x11" * 44, b"\x06\x05\x01\x80"
+    units = [sei, idr]
+    assert len(idr) == 300
+    annex_b = b"".join(b"\x00\x00\x00\x01" + u for u in [sps, pps]) + b"\x00\x00\x01" + sei + b"\x00\x00\x00\x01" + idr
+    mp4 = b"".join(len(u).to_bytes(4, "big") + u for u in units)
+    assert mp4[:3] == b"\x00\x00\x00" and mp4[4 + len(sei):7 + len(sei)] == b"\x00\x00\x01"
+    assert coded_units(annex_b, "h264", annex_b=True) == coded_units(mp4, "h264", annex_b=False) == units
+    with pytest.raises(ValueError, match="lengths do not add up"):
+        coded_units(mp4[:-1], "h264", annex_b=False)
+    # AV1: the temporal delimiter (type 2) an encoder writes and MP4 leaves out.
+    frame = bytes([6 << 3 | 0x02, 3]) + b"abc"
+    assert coded_units(bytes([2 << 3 | 0x02, 0]) + frame, "av1", annex_b=True) == [frame]
 
 
 def test_joined_check_catches_a_segment_corrupted_after_verification(tmp_path):

@@ -14,6 +14,7 @@ from stereospot_pipeline.media.encoders import Encoder, EncoderKind, VideoCodec,
 from stereospot_pipeline.media.packing import frame_packing_sei, with_sei
 from stereospot_pipeline.media.probe import Colour, colour_code, is_rgb, main_video
 from stereospot_pipeline.media.timing import decoded, presented
+from stereospot_pipeline.media.verify import EncodedStream
 
 
 def iter_frames(path: Path, keep: Callable[[Fraction], bool] | None = None, lead_in: int = 0,
@@ -117,10 +118,14 @@ class VideoWriter:
     ``crf``/``preset``) that keeps the caller's timestamps (variable frame rate survives).
 
     8-bit 4:2:0 is what x264/x265/SVT-AV1 encode from, so 8-bit output needs no conversion; a
-    10-bit encoder gets each frame widened by libswscale (yuv420p10le, NVENC's p010le)."""
+    10-bit encoder gets each frame widened by libswscale (yuv420p10le, NVENC's p010le).
+
+    With ``check``, every packet is also decoded as it is muxed (``self.encoded``, for
+    ``media.verify.verify_written``)."""
 
     def __init__(self, path: Path, width: int, height: int, time_base: Fraction, *, encoder: Encoder | None = None,
-                 crf: int = 20, preset: str = "veryfast", rate: Fraction | None = None, colour: Colour | None = None):
+                 crf: int = 20, preset: str = "veryfast", rate: Fraction | None = None, colour: Colour | None = None,
+                 check: bool = False):
         encoder = encoder or choose_encoder(VideoCodec.H264, EncoderKind.SOFTWARE, crf=crf, preset=preset,
                                             colour=bitstream_colour(colour))
         self.encoder = encoder
@@ -144,6 +149,7 @@ class VideoWriter:
         self.stream.codec_context.thread_type = "FRAME"
         self.stream.codec_context.thread_count = 0
         self.frames = 0
+        self.encoded = EncodedStream(path, encoder.codec.value) if check else None
         self._sei = encoder.packing_sei and frame_packing_sei(encoder.codec.value, encoder.packing_sei)
         # Held back one frame: its duration (which sets the file's duration and frame rate) is
         # only known when the next timestamp arrives; the last frame repeats the last interval.
@@ -178,6 +184,9 @@ class VideoWriter:
         if self._sei is not None:
             packets = [_with_data(p, with_sei(bytes(p), self._sei, self.encoder.codec.value)) if p.is_keyframe else p
                        for p in packets]
+        if self.encoded is not None:
+            for p in (p for p in packets if p.size):
+                self.encoded.add(bytes(p), self.stream.codec_context.extradata)
         self.container.mux(packets)
 
     def close(self) -> None:
@@ -185,6 +194,8 @@ class VideoWriter:
             self._encode_pending()
         self._mux(self.stream.encode(None))
         self.container.close()
+        if self.encoded is not None:
+            self.encoded.close()
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -203,9 +203,6 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
                                                       converter=converter, on_progress=progress,
                                                       size=tuple(task["size"]), colour=colour,
                                                       coded_depth=task.get("coded_depth", 0))
-                # Verified here, in parallel on the worker that has the file, so the final checks
-                # need not decode the whole joined video again (media/verify.py).
-                verified = verify_segment(out, result.frames, (result.width, result.height))
             except Exception as exc:
                 exc.args = (f"{label} of {video} failed: {exc}",) + exc.args[1:]
                 raise
@@ -213,8 +210,7 @@ def render_stereo_segment(context: OpExecutionContext, store: ObjectStore, engin
     if result.encoder_fallback:
         context.log.warning(f"{label}: {result.encoder_fallback}; encoded with {result.encoder}")
     record = {"index": index, "key": out_key, "fingerprint": fingerprint, "params": task["params"],
-              "depth_range": task["depth_range"], "output_plan": task.get("output_plan"), **result.model_dump(),
-              "packets": verified.packets, "packet_digest": verified.packet_digest}
+              "depth_range": task["depth_range"], "output_plan": task.get("output_plan"), **result.model_dump()}
     store.put_json(record, result_key)
     return {**record, "reused": False}
 
