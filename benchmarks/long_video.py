@@ -5,6 +5,7 @@ conversion's time went, step by step, from the run's own event log.
 
     python benchmarks/long_video.py --minutes 1 --out .bench/long_video.json
     python benchmarks/long_video.py --minutes 1 --cli /other/checkout/.venv/bin/stereospot  # compare
+    python benchmarks/long_video.py --minutes 10 --segment-seconds 10 20  # what each segment costs
 
 The clip is a corpus clip (ball_576p_h264_aac.mp4, 10 s of 720x576 anamorphic H.264 + AAC)
 looped with ``-stream_loop`` and stream-copied, so it is real footage of any length.
@@ -95,7 +96,7 @@ def measure(cli: Path, clip: Path, repeats: int, segment_seconds: float, tmp: Pa
         wall, steps = convert(cli, clip, tmp / f"home-{i}", segment_seconds)
         conv.append(wall)
     b, c = statistics.median(base), statistics.median(conv)
-    return {"cli": str(cli), "reencode_s": round(b, 2), "convert_s": round(c, 2),
+    return {"cli": str(cli), "segment_seconds": segment_seconds, "reencode_s": round(b, 2), "convert_s": round(c, 2),
             "ratio_convert_to_reencode": round(c / b, 3), "runs": {"reencode_s": base, "convert_s": conv},
             "steps": steps}
 
@@ -104,12 +105,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--segment-seconds", type=float, default=10.0)
+    parser.add_argument("--segment-seconds", type=float, nargs="+",
+                        help="segment lengths to convert with (default: the product's default)")
     parser.add_argument("--cli", type=Path, nargs="+", default=[Path(sys.executable).with_name("stereospot")])
     parser.add_argument("--engine", action="store_true", help="also the in-process engine's ratio")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    from stereospot_pipeline.media.selection import SegmentOptions
     from stereospot_pipeline_tests.clips import real_clips
 
     source = real_clips(REPO / ".real-clips")[CLIP]
@@ -120,7 +123,8 @@ def main() -> None:
             clip = looped(source, tmp / f"loop-{minutes:g}min.mp4", 60 * minutes)
             entry = {"minutes": minutes}
             for cli in args.cli:
-                entry.setdefault("clis", []).append(measure(cli, clip, args.repeats, args.segment_seconds, tmp))
+                for seconds in args.segment_seconds or [SegmentOptions().segment_seconds]:
+                    entry.setdefault("clis", []).append(measure(cli, clip, args.repeats, seconds, tmp))
             if args.engine:
                 entry["engine"] = engine_measure(clip, tmp)
             results["lengths"].append(entry)

@@ -180,7 +180,6 @@ class _DamagingWriter(VideoWriter):
 
 
 def test_packets_that_do_not_decode_fail_as_they_are_written(tmp_path):
-    w = None
     with pytest.raises(SegmentVerificationError, match="does not decode after|decodable frames in"):
         w = _written(tmp_path / "bad.mp4", writer=_DamagingWriter)
         verify_written(tmp_path / "bad.mp4", w.encoded, 12, (192, 64))

@@ -207,7 +207,7 @@ def test_step_arguments_stay_within_the_ecs_overrides_limit_at_any_segment_count
     upstream_handler = EcsStepHandler(run_launcher=launcher, run_task_kwargs=None, cpu=None, memory=None,
                                       ephemeral_storage=None, task_overrides=None)
     # Upstream puts the compressed arguments into the overrides: past the limit at 2,000 segments
-    # (5.6 hours at the default 10 s segments, inside the allowed video length).
+    # (5.6 hours in 10 s segments, inside the allowed video length).
     broken = _step_run_task_kwargs(upstream_handler, launcher, tags, segments=2000)
     assert len(json.dumps(broken["overrides"])) > ECS_OVERRIDES_LIMIT
 

@@ -2,15 +2,15 @@
 
 Each stereo segment is decoded in full once, in its own step, on the worker that just encoded it:
 that is where the work is parallel. The writer hands every packet it muxes to an
-``EncodedStream``, which decodes it there and then (no second read of the file) and keeps the
-digest of its coded units; ``verify_written`` then reads only the file's packet index and proves
-the file holds exactly those packets. ``verify_segment`` decodes a file already written (a
-segment stored before this existed). Either way the segment's packets are fingerprinted. The joined file is then checked without decoding it again (``verify_joined``):
-its packet index must hold exactly the verified segments' packets, byte for byte, in order,
-and sampled decodes at every seam (the only place the join itself can break decoding: the
-joined file carries the first segment's codec setup) plus a few points between prove the
-decoder accepts them there. A segment corrupted or cut after its verification, a lost or extra
-packet, or a seam the decoder rejects all fail.
+``EncodedStream``, which decodes it there and then and keeps the digest of its coded units;
+``verify_written`` then demuxes the file without decoding it and proves it holds exactly those
+packets. ``verify_segment`` decodes a file already written (a segment stored before this
+existed). Either way the segment's packets are fingerprinted. The joined file is then checked
+without decoding it again (``verify_joined``): its packet index must hold exactly the verified
+segments' packets, byte for byte, in order, and sampled decodes at every seam (the only place the
+join itself can break decoding: the joined file carries the first segment's codec setup) plus a
+few points between prove the decoder accepts them there. A segment corrupted or cut after its
+verification, a lost or extra packet, or a seam the decoder rejects all fail.
 """
 
 from __future__ import annotations
@@ -152,8 +152,8 @@ class EncodedStream:
 
 def verify_written(path: Path, encoded: EncodedStream, expected_frames: int,
                    size: tuple[int, int]) -> SegmentVerification:
-    """Prove the file at ``path`` holds exactly the packets ``encoded`` decoded, in order, reading
-    only its packet index; raises ``SegmentVerificationError`` naming the problem (frame count,
+    """Prove the file at ``path`` holds exactly the packets ``encoded`` decoded, in order, by
+    demuxing it (no decode); raises ``SegmentVerificationError`` naming the problem (frame count,
     frame size, a packet lost, changed or added between encoder and disk)."""
     _expect(path, encoded.frames, len(encoded.digests), expected_frames)
     if encoded.sizes != {tuple(size)}:
