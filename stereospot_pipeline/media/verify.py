@@ -155,7 +155,6 @@ def verify_written(path: Path, encoded: EncodedStream, expected_frames: int,
     """Prove the file at ``path`` holds exactly the packets ``encoded`` decoded, in order, by
     demuxing it (no decode); raises ``SegmentVerificationError`` naming the problem (frame count,
     frame size, a packet lost, changed or added between encoder and disk)."""
-    _expect(path, encoded.frames, len(encoded.digests), expected_frames)
     if encoded.sizes != {tuple(size)}:
         got = ", ".join(f"{w}x{h}" for w, h in sorted(encoded.sizes))
         raise SegmentVerificationError(path, f"stereo segment decodes at {got}, expected {size[0]}x{size[1]}")
@@ -177,19 +176,24 @@ def verify_written(path: Path, encoded: EncodedStream, expected_frames: int,
         if not same:
             raise SegmentVerificationError(path, f"packet {number} of the written segment is not the one "
                                                  f"encoded ({len(packets)} were encoded)")
-    if (width, height) != tuple(size):
-        raise SegmentVerificationError(path, f"stereo segment is {width}x{height}, expected {size[0]}x{size[1]}")
-    h = hashlib.sha256()
-    for data in packets:
-        h.update(hashlib.sha256(data).digest())
-    return SegmentVerification(frames=encoded.frames, packets=len(packets), width=width, height=height,
-                               packet_digest=h.hexdigest())
+    return _verified(path, encoded.frames, [hashlib.sha256(data).digest() for data in packets], (width, height),
+                     expected_frames, size)
 
 
-def _expect(path: Path, decoded: int, packets: int, expected_frames: int) -> None:
-    if decoded != expected_frames or packets != expected_frames:
-        raise SegmentVerificationError(path, f"stereo segment has {decoded} decodable frames in {packets} "
+def _verified(path: Path, decoded: int, digests: list[bytes], coded: tuple[int, int], expected_frames: int,
+              size: tuple[int, int]) -> SegmentVerification:
+    """The verification of a segment of ``decoded`` frames whose packets have ``digests``, at the
+    ``coded`` size; raises ``SegmentVerificationError`` where it is not what was encoded."""
+    if decoded != expected_frames or len(digests) != expected_frames:
+        raise SegmentVerificationError(path, f"stereo segment has {decoded} decodable frames in {len(digests)} "
                                              f"packets, {expected_frames} were encoded")
+    if coded != tuple(size):
+        raise SegmentVerificationError(path, f"stereo segment is {coded[0]}x{coded[1]}, expected {size[0]}x{size[1]}")
+    h = hashlib.sha256()
+    for digest in digests:
+        h.update(digest)
+    return SegmentVerification(frames=decoded, packets=len(digests), width=coded[0], height=coded[1],
+                               packet_digest=h.hexdigest())
 
 
 def verify_segment(path: Path, expected_frames: int, size: tuple[int, int]) -> SegmentVerification:
@@ -210,15 +214,7 @@ def verify_segment(path: Path, expected_frames: int, size: tuple[int, int]) -> S
                     decoded += 1
     except av.error.FFmpegError as exc:
         raise SegmentVerificationError(path, f"stereo segment does not decode after {decoded} frames: {exc}") from exc
-    h = hashlib.sha256()
-    for d in digests:
-        h.update(d)
-    result = SegmentVerification(frames=decoded, packets=len(digests), width=width, height=height,
-                                 packet_digest=h.hexdigest())
-    _expect(path, decoded, len(digests), expected_frames)
-    if (width, height) != tuple(size):
-        raise SegmentVerificationError(path, f"stereo segment is {width}x{height}, expected {size[0]}x{size[1]}")
-    return result
+    return _verified(path, decoded, digests, (width, height), expected_frames, size)
 
 
 def verify_joined(path: Path, segments: list[dict]) -> JoinedVerification:
